@@ -1,0 +1,129 @@
+"""The ``diskaudit`` command: parses arguments, loads settings, runs one subcommand.
+
+Heavy modules (anyio, pydantic, prometheus-client) are imported inside the functions that need
+them, so ``--help`` is instant and nothing here weighs on other processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from diskaudit import __version__
+
+if TYPE_CHECKING:
+    from diskaudit.settings import Settings
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1  # a root could not be scanned, a deadline passed
+EXIT_USAGE = 2  # bad arguments or configuration; nothing was started
+
+log = logging.getLogger("diskaudit")
+
+
+def _add_scan_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="PATH", help="YAML settings file (see config/)")
+    p.add_argument("--dir-level", type=int, metavar="N", help="report directories to depth N")
+    p.add_argument("--max-procs", type=int, metavar="N", help="scan worker processes")
+    p.add_argument("--chunk-size", type=int, metavar="N", help="entries per worker chunk")
+    p.add_argument(
+        "--follow-symlinks",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="follow symbolic links (each target directory is walked once)",
+    )
+    p.add_argument(
+        "--one-file-system",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="skip directories on other file systems, like du -x",
+    )
+    p.add_argument(
+        "--ignore-dir",
+        dest="ignore_dirs",
+        action="append",
+        metavar="PATH_OR_GLOB",
+        help="directory never entered nor counted (repeatable; replaces ignore-dirs)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="diskaudit",
+        description="Disk usage exporter for Prometheus and repository size auditor.",
+    )
+    parser.add_argument("--version", action="version", version=f"diskaudit {__version__}")
+    parser.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="log verbosity"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    scan = sub.add_parser(
+        "scan",
+        help="scan directory trees once and print their usage",
+        description="Scan PATHs (or the configured roots) once; print usage per directory.",
+    )
+    scan.add_argument("paths", nargs="*", metavar="PATH", help="roots (default: from settings)")
+    _add_scan_flags(scan)
+    scan.add_argument("--format", choices=["table", "json"], default="table")
+    scan.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="give up after this long (exit 1)"
+    )
+
+    check = sub.add_parser(
+        "check-config",
+        help="validate settings and print the effective values",
+        description="Validate the settings from file, environment and flags; print them.",
+    )
+    _add_scan_flags(check)
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    keys = ("dir_level", "max_procs", "chunk_size", "follow_symlinks", "one_file_system")
+    out: dict[str, object] = {k: getattr(args, k, None) for k in keys}
+    if getattr(args, "ignore_dirs", None) is not None:
+        out["ignore_dirs"] = args.ignore_dirs
+    if getattr(args, "log_level", None) is not None:
+        out["log_level"] = args.log_level
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _load(args: argparse.Namespace) -> Settings:
+    from diskaudit.settings import load_settings
+
+    return load_settings(args.config, _overrides(args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from diskaudit.settings import ConfigError
+
+    try:
+        settings = _load(args)
+    except ConfigError as exc:
+        print(f"diskaudit: configuration error:\n{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "check-config":
+        return _check_config(settings)
+    if args.command == "scan":
+        from diskaudit.commands.scan import run_scan
+
+        return run_scan(settings, args.paths, output_format=args.format, timeout=args.timeout)
+    raise AssertionError(args.command)  # argparse rejects unknown commands
+
+
+def _check_config(settings: Settings) -> int:
+    import yaml
+
+    print("# effective settings (flags > environment > file > defaults)")
+    print(yaml.safe_dump(settings.to_yaml_dict(), sort_keys=False), end="")
+    return EXIT_OK

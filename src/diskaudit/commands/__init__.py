@@ -1,0 +1,1 @@
+"""One module per CLI subcommand: each turns settings into a run of the application."""

@@ -1,0 +1,79 @@
+"""A scan worker process: ``python -m diskaudit.scan.worker``.
+
+Reads ``walk`` messages on stdin, walks, writes ``chunk`` messages on stdout. Imports only the
+stdlib and this package's stdlib-only modules, so each worker costs a bare interpreter's memory.
+It exits when stdin reaches end of file, which is also what happens when the pool dies.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import sys
+import traceback
+
+from diskaudit.scan.model import WalkOptions
+from diskaudit.scan.protocol import FdReader, encode, write_all
+from diskaudit.scan.walk import Chunk, DeadlineExceeded, DirItem, Walker
+
+
+class PoolGone(Exception):
+    """stdin closed while walking: the pool is gone, stop at once."""
+
+
+class _PipeSink:
+    def __init__(self, reader: FdReader, out_fd: int, unit_id: int) -> None:
+        self._reader = reader
+        self._out = out_fd
+        self._unit = unit_id
+
+    def chunk(self, chunk: Chunk) -> None:
+        write_all(self._out, encode(("chunk", self._unit, *chunk.as_message())))
+
+    def split_requested(self) -> int:
+        wanted = 0
+        while select.select([self._reader.fd], [], [], 0)[0]:
+            message = self._reader.read()
+            if message is None:
+                raise PoolGone
+            if message[0] == "split":
+                wanted += int(message[1])  # type: ignore[call-overload]
+        return wanted
+
+
+def serve(in_fd: int, out_fd: int) -> None:
+    reader = FdReader(in_fd)
+    while (message := reader.read()) is not None:
+        if message[0] != "walk":
+            continue  # a split request that arrived after the unit ended
+        _, unit_id, items, options = message
+        assert isinstance(unit_id, int) and isinstance(options, WalkOptions)
+        sink = _PipeSink(reader, out_fd, unit_id)
+        try:
+            Walker(options, sink).run(items)  # type: ignore[arg-type]
+        except DeadlineExceeded:
+            write_all(out_fd, encode(("expired", unit_id)))
+            continue
+        except PoolGone:
+            return
+        except Exception:
+            write_all(out_fd, encode(("failed", unit_id, traceback.format_exc())))
+            continue
+        write_all(out_fd, encode(("done", unit_id)))
+
+
+def main() -> None:
+    # Frames go to the original stdout; anything printed by accident goes to stderr instead.
+    out_fd = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        serve(0, out_fd)
+    except (BrokenPipeError, KeyboardInterrupt):
+        pass
+    sys.exit(0)
+
+
+__all__ = ["DirItem", "main", "serve"]
+
+if __name__ == "__main__":
+    main()
