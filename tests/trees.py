@@ -6,10 +6,13 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 NON_UTF8 = b"caf\xe9-latin1"  # a valid Linux name that is not UTF-8
 
@@ -60,7 +63,7 @@ def build_awkward_tree(root: Path, *, cross_dir_hardlinks: bool = False) -> Path
     odd.mkdir()
     write(odd / os.fsdecode(b"\xff\xfe"), 1234)
     (root / "with\nnewline").mkdir()
-    write(root / "with\nnewline" / "q\"uote\\", 77)
+    write(root / "with\nnewline" / 'q"uote\\', 77)
     return root
 
 
@@ -96,6 +99,35 @@ def unprivileged_user() -> str | None:
     return "nobody"
 
 
+def python_for(user: str | None) -> list[str]:
+    """A Python command ``user`` can run with this checkout and its dependencies.
+
+    Our virtualenv's interpreter may live where another user cannot reach it (pyenv under
+    /root), so another user runs the system python3 with our source and site-packages on
+    PYTHONPATH (see ``run_as``).
+    """
+    if user is None:
+        return [sys.executable]
+    system = shutil.which("python3", path="/usr/bin:/bin")
+    if system is None:
+        pytest.skip("no system python3 for the unprivileged user")
+    probe = subprocess.run(
+        [system, "-c", "import sys; print(sys.version_info >= (3, 11))"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if probe.stdout.strip() != "True":
+        pytest.skip("the system python3 is older than 3.11")
+    return [system]
+
+
+def _pythonpath() -> str:
+    src = Path(__file__).resolve().parents[1] / "src"
+    site = [p for p in sys.path if p.endswith("site-packages")]
+    return os.pathsep.join([str(src), *site])
+
+
 def run_as(
     cmd: list[str], *, user: str | None, check: bool = True, **kw: object
 ) -> subprocess.CompletedProcess[bytes]:
@@ -107,6 +139,8 @@ def run_as(
             f"--regid={entry.pw_gid}",
             "--clear-groups",
             "--",
+            "env",
+            f"PYTHONPATH={_pythonpath()}",
             *cmd,
         ]
     return subprocess.run(cmd, capture_output=True, check=check, **kw)  # type: ignore[call-overload, no-any-return]

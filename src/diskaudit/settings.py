@@ -49,7 +49,7 @@ class RootSpec:
     dir_level: int
 
 
-# --- value parsers: each accepts both the exporters' string form and the structured YAML form ---
+# Value parsers: each accepts both the exporters' string form and the structured YAML form.
 
 
 def _lower(value: object) -> object:
@@ -116,7 +116,8 @@ NonEmptyStr = Annotated[str, Field(min_length=1)]
 Level = Annotated[int, Field(ge=0)]
 IgnoreEntry = Annotated[str, Field(min_length=1), AfterValidator(_check_ignore_entry)]
 # NoDecode: pydantic-settings would otherwise parse these environment values as JSON, and
-# "/home=2,/var=3" or "/proc,/dev" are not JSON.
+# "/home=2,/var=3" or "/proc,/dev" are not JSON. Keep these plain assignments: NoDecode is not
+# seen through a `type X = ...` alias (pydantic-settings issue #715).
 PathLevels = Annotated[dict[NonEmptyStr, Level], NoDecode, BeforeValidator(_parse_multi_paths)]
 IgnoreList = Annotated[tuple[IgnoreEntry, ...], NoDecode, BeforeValidator(_split_commas)]
 BindAddress = Annotated[str, AfterValidator(_check_bind_address)]
@@ -226,8 +227,8 @@ class Settings(BaseSettings):
     def roots(self) -> list[RootSpec]:
         """The directories to scan: multi-paths if set, else analyzed-path with dir-level.
 
-        Paths are made absolute against the working directory but not resolved: the exported
-        ``path`` label is what the user wrote, symlinks included.
+        Paths are made absolute against the working directory but not resolved: a symlinked root
+        keeps the name the user gave it.
         """
         if self.multi_paths:
             return [RootSpec(os.path.abspath(p), level) for p, level in self.multi_paths.items()]
@@ -242,7 +243,7 @@ class Settings(BaseSettings):
         return {_dash(name): value for name, value in self.model_dump(mode="json").items()}
 
 
-# --- loading -------------------------------------------------------------------------------------
+# Loading.
 
 
 def _dash(field_name: str) -> str:
@@ -369,6 +370,8 @@ class _EnvSource(EnvSettingsSource):
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         super().__init__(Settings)
+        # The base class has already read os.environ into env_vars; everything it parses later
+        # (prefix, case, nesting, NoDecode) reads env_vars, so replacing it is enough.
         self.env_vars = {
             (name if self.case_sensitive else name.lower()): value
             for name, value in environ.items()

@@ -45,7 +45,7 @@ def walk_all(root: Path, dir_level: int, chunk_size: int, split_at: set[int]) ->
             accepted = acc.add_chunk(
                 c.totals, c.linked_inodes, c.linked_dirs, c.entries, c.errors, c.samples
             )
-            queue.extend([item] for item in [*c.spilled, *accepted])
+            queue.extend([*c.spilled, *([item] for item in accepted)])
     return acc.result(0.0)
 
 
@@ -98,17 +98,18 @@ def test_split_gives_away_unentered_directories(tmp_path: Path) -> None:
     sink = ListSink(split_at={1}, wanted=4)
     opts = WalkOptions(root=str(root), dir_level=1, chunk_size=2)
     Walker(opts, sink).run([(str(root), 0, str(root), True)])
-    spilled = [item for c in sink.chunks for item in c.spilled]
-    assert len(spilled) == 4
+    units = [unit for c in sink.chunks for unit in c.spilled]
+    assert len(units) == 4  # as many units as asked for
+    spilled = [item for unit in units for item in unit]
+    # About half of the 20 siblings not entered yet (one is being walked, some were read).
+    assert 7 <= len(spilled) <= 10
     assert all(level == 1 and key == path for path, level, key, _ in spilled)
 
 
 def test_deadline_stops_the_walk_at_a_chunk_boundary(tmp_path: Path) -> None:
     root = build_awkward_tree(tmp_path / "t")
     sink = ListSink()
-    opts = WalkOptions(
-        root=str(root), dir_level=2, chunk_size=3, deadline=time.monotonic() - 1
-    )
+    opts = WalkOptions(root=str(root), dir_level=2, chunk_size=3, deadline=time.monotonic() - 1)
     with pytest.raises(DeadlineExceeded):
         Walker(opts, sink).run([(str(root), 0, str(root), True)])
     assert len(sink.chunks) == 1

@@ -67,8 +67,8 @@ async def _progress(pool: ScanPool) -> None:
         print("\r\033[K", end="", file=sys.stderr, flush=True)
 
 
-async def _scan_all(settings: Settings, outcomes: list[_Outcome], timeout: float) -> None:
-    with anyio.fail_after(timeout):
+async def _scan_all(settings: Settings, outcomes: list[_Outcome], timeout_s: float) -> None:
+    with anyio.fail_after(timeout_s):
         async with open_scan_pool(settings.max_procs) as pool, anyio.create_task_group() as tg:
             if sys.stderr.isatty():
                 tg.start_soon(_progress, pool)

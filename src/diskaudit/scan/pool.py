@@ -18,6 +18,7 @@ Where the deadline goes
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -41,6 +42,9 @@ from diskaudit.scan.protocol import HEADER, ProtocolError, body_length, decode, 
 from diskaudit.scan.walk import O_DIR, DirItem
 
 log = logging.getLogger(__name__)
+
+#: Where this package is imported from, for the workers' PYTHONPATH.
+_SRC_DIR = str(Path(__file__).resolve().parents[2])
 
 #: A worker process idle this long is stopped; the next unit starts a new one.
 WORKER_IDLE_TIMEOUT_S = 60.0
@@ -77,6 +81,8 @@ class PoolStatistics:
     active_scans: int
     #: Entries examined by all scans since the pool started.
     entries_scanned: int
+    #: The same, per worker slot: shows whether the work was shared.
+    worker_entries: tuple[int, ...]
 
 
 def split_ignore(patterns: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
@@ -96,6 +102,8 @@ class _Job:
         self.running = 0
         self.scopes: set[anyio.CancelScope] = set()
         self.finished = anyio.Event()
+        #: Set once the job has finished and no unit of it runs any more.
+        self.stopped = anyio.Event()
         self.error: BaseException | None = None
         self.started = time.monotonic()
 
@@ -110,6 +118,8 @@ class _Job:
     def check_done(self) -> None:
         if not self.pending and self.running == 0:
             self.finished.set()
+        if self.finished.is_set() and self.running == 0:
+            self.stopped.set()
 
 
 class _Slot:
@@ -122,13 +132,14 @@ class _Slot:
         self._send_lock = anyio.Lock()
         self.job: _Job | None = None
         self.split_pending = False
+        self.entries = 0
 
     async def start(self) -> None:
         if self.proc is not None:
             return
         env = dict(os.environ)
         # The worker imports diskaudit from wherever this process did, installed or not.
-        src = str(Path(__file__).resolve().parents[2])
+        src = _SRC_DIR
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
         self.proc = await anyio.open_process(
             [sys.executable, "-m", "diskaudit.scan.worker"],
@@ -194,9 +205,8 @@ class ScanPool:
         Raises ``ScanError`` if the root cannot be read at all, ``WorkerError`` if a worker
         died, ``TimeoutError`` from the caller's ``fail_after`` when the deadline passes.
         """
-        root = os.path.abspath(root)
         deadline = anyio.current_effective_deadline()
-        st = await anyio.to_thread.run_sync(_check_root, root, abandon_on_cancel=True)
+        root, st = await anyio.to_thread.run_sync(_check_root, root, abandon_on_cancel=True)
         exact, globs = split_ignore(config.ignore_dirs)
         options = WalkOptions(
             root=root,
@@ -220,6 +230,11 @@ class ScanPool:
                 job.fail(anyio.get_cancelled_exc_class()())
             self._jobs.remove(job)
             self._notify()
+            # Return only once every unit of this scan has stopped and its worker process, if
+            # it was interrupted, is killed and reaped: nothing of it outlives the call.
+            with anyio.CancelScope(shield=True):
+                job.check_done()
+                await job.stopped.wait()
         if job.error is not None:
             raise job.error
         return job.acc.result(time.monotonic() - job.started)
@@ -232,6 +247,7 @@ class ScanPool:
             pending_units=sum(len(j.pending) for j in self._jobs),
             active_scans=len(self._jobs),
             entries_scanned=self._entries,
+            worker_entries=tuple(s.entries for s in self._slots),
         )
 
     # -- slots -------------------------------------------------------------------------------
@@ -278,10 +294,9 @@ class ScanPool:
         wanted = max(1, self._idle // len(busy))
         for slot in busy:
             slot.split_pending = True
-            try:
+            # A worker going away is its own slot's business.
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 await slot.send(("split", wanted))
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                pass  # that worker is going away; its own slot deals with it
 
     async def _run_unit(self, slot: _Slot, job: _Job, items: list[DirItem]) -> None:
         scope = anyio.CancelScope(deadline=job.options.deadline)
@@ -333,17 +348,21 @@ class ScanPool:
         # The order of ``walk.Chunk.as_message``.
         totals, inodes, linked_dirs, spilled, entries, errors, samples = cast(Any, fields)
         slot.split_pending = False
+        slot.entries += entries
         self._entries += entries
         accepted = job.acc.add_chunk(totals, inodes, linked_dirs, entries, errors, samples)
         if job.error is None:
-            job.pending.extend([item] for item in spilled)
+            job.pending.extend(spilled)
             job.pending.extend([item] for item in accepted)
         self._notify()
 
 
-def _check_root(root: str) -> os.stat_result:
-    """Stat and open the root (following a symlink, as ``du -D`` would): a root that cannot be
-    listed at all is an error of the whole scan, not a counted skip."""
+def _check_root(root: str) -> tuple[str, os.stat_result]:
+    """Make the root absolute; stat and open it (following a symlink, as ``du -D`` would).
+
+    A root that cannot be listed at all is an error of the whole scan, not a counted skip.
+    """
+    root = os.path.abspath(root)
     try:
         st = os.stat(root)
         if not os.path.isdir(root):
@@ -352,7 +371,7 @@ def _check_root(root: str) -> os.stat_result:
         os.close(fd)
     except OSError as exc:
         raise ScanError(f"{root}: {exc.strerror or exc}") from exc
-    return st
+    return root, st
 
 
 @asynccontextmanager

@@ -38,7 +38,7 @@ MAX_OPEN_DIRS = 64
 MAX_ERROR_SAMPLES = 5
 
 #: How many entries a split may read ahead looking for directories to give away.
-SPLIT_READ_AHEAD = 256
+SPLIT_READ_AHEAD = 1000
 
 #: A directory to walk: (path, level, key, follow). ``key`` is the reported directory its
 #: contents count towards (itself when ``level <= dir_level``); ``follow`` opens it even if
@@ -64,13 +64,21 @@ class DeadlineExceeded(Exception):
 class Chunk:
     """What a walker hands back at each chunk boundary. Plain attributes, cheap to pickle."""
 
-    __slots__ = ("entries", "errors", "linked_dirs", "linked_inodes", "samples", "spilled", "totals")
+    __slots__ = (
+        "entries",
+        "errors",
+        "linked_dirs",
+        "linked_inodes",
+        "samples",
+        "spilled",
+        "totals",
+    )
 
     def __init__(self) -> None:
         self.totals: dict[str, Totals] = {}
         self.linked_inodes: list[LinkedInode] = []
         self.linked_dirs: list[LinkedDir] = []
-        self.spilled: list[DirItem] = []
+        self.spilled: list[list[DirItem]] = []
         self.entries = 0
         self.errors = 0
         self.samples: list[str] = []
@@ -323,24 +331,37 @@ class Walker:
             frame.totals = self._totals(frame.key)
 
     def _split(self, wanted: int) -> None:
-        """Give away up to ``wanted`` directories not entered yet: queued ones first, then the
-        shallowest found by reading ahead in the open directories (shallow subtrees tend to be
-        the large ones, so the receiver gets a share worth the round trip)."""
-        give = self._chunk.spilled
+        """Give away about half of the directories not entered yet, as ``wanted`` units.
+
+        Queued directories go first. Otherwise read ahead in the shallowest open directory that
+        has entries left (shallow subtrees tend to be the large ones, so the receiver gets a
+        share worth the round trip): half of the subdirectories found are given away, the other
+        half queued here.
+        """
         todo = self._todo
-        while todo and len(give) < wanted:
-            give.append(todo.pop(0))
-        budget = SPLIT_READ_AHEAD
-        for frame in self._frames:
-            while len(give) < wanted and budget > 0:
-                entry = next(frame.it, None)
-                if entry is None:
+        if todo:
+            half = (len(todo) + 1) // 2
+            give, self._todo = todo[:half], todo[half:]
+        else:
+            found: list[DirItem] = []
+            budget = SPLIT_READ_AHEAD
+            for frame in self._frames:
+                while budget > 0:
+                    entry = next(frame.it, None)
+                    if entry is None:
+                        break
+                    budget -= 1
+                    self._entries += 1
+                    item = self._read_ahead(frame, entry)
+                    if item is not None:
+                        found.append(item)
+                if found:
                     break
-                budget -= 1
-                self._entries += 1
-                item = self._read_ahead(frame, entry)
-                if item is not None:
-                    give.append(item)
+            half = (len(found) + 1) // 2
+            give = found[:half]
+            todo.extend(reversed(found[half:]))
+        units = [give[i::wanted] for i in range(min(wanted, len(give)))]
+        self._chunk.spilled.extend(units)
 
     def _read_ahead(self, frame: _Frame, entry: os.DirEntry[str]) -> DirItem | None:
         """The slow, general form of one step of ``_scan``, for entries examined by a split."""

@@ -7,6 +7,7 @@ It exits when stdin reaches end of file, which is also what happens when the poo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import sys
@@ -47,7 +48,8 @@ def serve(in_fd: int, out_fd: int) -> None:
         if message[0] != "walk":
             continue  # a split request that arrived after the unit ended
         _, unit_id, items, options = message
-        assert isinstance(unit_id, int) and isinstance(options, WalkOptions)
+        assert isinstance(unit_id, int)
+        assert isinstance(options, WalkOptions)
         sink = _PipeSink(reader, out_fd, unit_id)
         try:
             Walker(options, sink).run(items)  # type: ignore[arg-type]
@@ -66,10 +68,9 @@ def main() -> None:
     # Frames go to the original stdout; anything printed by accident goes to stderr instead.
     out_fd = os.dup(1)
     os.dup2(2, 1)
-    try:
+    # A pool that went away (broken pipe) or an interrupt: either way, just stop.
+    with contextlib.suppress(BrokenPipeError, KeyboardInterrupt):
         serve(0, out_fd)
-    except (BrokenPipeError, KeyboardInterrupt):
-        pass
     sys.exit(0)
 
 
