@@ -230,6 +230,7 @@ class Summary:
     ratio_median_of_pairs: float | None = None
     ratio_of_medians: float | None = None
     da_peak_rss_mib: float | None = None
+    da_peak_rss_median_mib: float | None = None  # median over runs: shows one-off spikes
 
 
 @dataclass
@@ -361,6 +362,9 @@ def bench_tree(
             pairs = [d.wall_s / a.wall_s for d, a in zip(du_runs, da_runs, strict=True)]
             summary.ratio_median_of_pairs = round(statistics.median(pairs), 3)
             summary.da_peak_rss_mib = _mib(max(r.peak_rss_kib for r in da_runs))
+            summary.da_peak_rss_median_mib = _mib(
+                round(statistics.median(r.peak_rss_kib for r in da_runs))
+            )
         results.summaries.append(summary)
 
 
@@ -433,11 +437,11 @@ def _fmt(value: float | None, spec: str) -> str:
 def print_report(results: Results) -> None:
     header = (
         f"{'files':>9} {'procs':>5} {'du wall':>9} {'da wall':>9} {'ratio':>6} "
-        f"{'ratio':>6} {'da peak':>9} {'du peak':>9}"
+        f"{'ratio':>6} {'da peak':>9} {'(median)':>9} {'du peak':>9}"
     )
     sub = (
         f"{'':>9} {'':>5} {'median s':>9} {'median s':>9} {'pairs':>6} "
-        f"{'medns':>6} {'RSS MiB':>9} {'RSS MiB':>9}"
+        f"{'medns':>6} {'RSS MiB':>9} {'RSS MiB':>9} {'RSS MiB':>9}"
     )
     print()
     print(header)
@@ -448,10 +452,12 @@ def print_report(results: Results) -> None:
             f"{s.files:>9} {s.procs:>5} {s.du_wall_median_s:>9.3f} "
             f"{_fmt(s.da_wall_median_s, '9.3f'):>9} {_fmt(s.ratio_median_of_pairs, '6.2f'):>6} "
             f"{_fmt(s.ratio_of_medians, '6.2f'):>6} {_fmt(s.da_peak_rss_mib, '9.1f'):>9} "
+            f"{_fmt(s.da_peak_rss_median_mib, '9.1f'):>9} "
             f"{s.du_peak_rss_mib:>9.1f}"
         )
     print("(ratio = du wall / diskaudit wall: median of per-pair ratios, ratio of medians;")
-    print(" peak RSS = max over runs of the sampled peak of VmRSS summed over the process tree)")
+    print(" peak RSS = max over runs of the sampled peak of VmRSS summed over the process tree;")
+    print(" (median) = median over runs of that peak, to tell one-off spikes from the norm)")
     print()
     print("targets:")
     for t in results.targets:
