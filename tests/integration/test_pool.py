@@ -11,9 +11,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from diskaudit.scan.model import WalkOptions
 from diskaudit.scan.pool import ScanConfig, ScanError, open_scan_pool
 from diskaudit.scan.protocol import FdReader, encode
+from diskaudit.scan.walk import WalkOptions
 from tests.trees import du
 
 pytestmark = pytest.mark.anyio
@@ -120,7 +120,7 @@ def test_worker_process_checks_the_deadline_itself(big_tree: Path) -> None:
     )
     assert proc.stdin is not None
     assert proc.stdout is not None
-    proc.stdin.write(encode(("walk", 7, [(str(big_tree), 0, str(big_tree), True)], opts)))
+    proc.stdin.write(encode(("walk", 7, [(str(big_tree), 0, str(big_tree), True)], opts.wire())))
     proc.stdin.flush()
     reader = FdReader(proc.stdout.fileno())
     first = reader.read()

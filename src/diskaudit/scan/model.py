@@ -1,30 +1,10 @@
-"""Frozen records of the scan engine. Stdlib only: worker processes unpickle ``WalkOptions``."""
+"""Frozen records a scan returns (in the pool's process; workers never import this)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 BLOCK_BYTES = 512  # st_blocks is counted in 512-byte units on Linux, whatever the fs block size
-
-
-@dataclass(frozen=True, slots=True)
-class WalkOptions:
-    """What a worker needs to know to walk part of one root. Sent with every unit."""
-
-    root: str
-    dir_level: int
-    chunk_size: int
-    follow_symlinks: bool = False
-    one_file_system: bool = False
-    #: st_dev of the root, for ``one_file_system``.
-    root_dev: int = 0
-    #: Absolute paths never entered (exact match).
-    ignore_paths: frozenset[str] = frozenset()
-    #: Glob patterns (fnmatch syntax) matched against a directory's absolute path.
-    ignore_globs: tuple[str, ...] = ()
-    #: ``time.monotonic()`` value after which the walk must stop; inf for none.
-    deadline: float = math.inf
 
 
 @dataclass(frozen=True, slots=True)

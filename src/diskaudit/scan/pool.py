@@ -37,9 +37,9 @@ import anyio.abc
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from diskaudit.scan.aggregate import RootAccumulator
-from diskaudit.scan.model import RootUsage, WalkOptions
-from diskaudit.scan.protocol import HEADER, ProtocolError, body_length, decode, encode
-from diskaudit.scan.walk import O_DIR, DirItem
+from diskaudit.scan.model import RootUsage
+from diskaudit.scan.protocol import HEADER_BYTES, ProtocolError, body_length, decode, encode
+from diskaudit.scan.walk import O_DIR, DirItem, WalkOptions
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,8 @@ class _Slot:
         src = _SRC_DIR
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
         self.proc = await anyio.open_process(
-            [sys.executable, "-m", "diskaudit.scan.worker"],
+            # -S: no site module, .pth files or sitecustomize; PYTHONPATH finds this package.
+            [sys.executable, "-S", "-m", "diskaudit.scan.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=None,
@@ -164,7 +165,7 @@ class _Slot:
     async def receive(self) -> tuple[object, ...]:
         if self._reader is None:
             raise anyio.EndOfStream
-        header = await self._reader.receive_exactly(HEADER.size)
+        header = await self._reader.receive_exactly(HEADER_BYTES)
         return decode(await self._reader.receive_exactly(body_length(header)))
 
     async def stop(self, *, kill: bool) -> None:
@@ -307,7 +308,7 @@ class ScanPool:
                 await slot.start()
                 slot.job = job
                 self._next_unit += 1
-                await slot.send(("walk", self._next_unit, items, job.options))
+                await slot.send(("walk", self._next_unit, items, job.options.wire()))
                 await self._follow_unit(slot, job)
         except (anyio.BrokenResourceError, anyio.EndOfStream, ProtocolError, OSError) as exc:
             crashed = exc

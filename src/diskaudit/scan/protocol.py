@@ -3,7 +3,7 @@
 Messages are plain tuples, first element the kind:
 
 pool -> worker
-    ("walk", unit_id, items, options)   walk these directories of one root
+    ("walk", unit_id, items, options)   walk these directories of one root (``WalkOptions.wire()``)
     ("split", n)                        idle workers want up to n directories; answer in the
                                         next chunk (ignored when the worker is idle)
 worker -> pool
@@ -12,16 +12,18 @@ worker -> pool
     ("expired", unit_id)                the unit's deadline passed at a chunk boundary
     ("failed", unit_id, text)           an unexpected exception (a bug), with its traceback
 
-Pickle is safe here: both ends are this program, connected by a private pipe.
+Encoding is ``marshal``: built into the interpreter (a worker imports nothing for it), faster
+than pickle, and enough for plain tuples, lists, dicts, strings (lone surrogates included) and
+numbers. Both ends are this program on one machine, connected by a private pipe, which is what
+marshal requires.
 """
 
 from __future__ import annotations
 
+import marshal
 import os
-import pickle
-import struct
 
-HEADER = struct.Struct("!I")
+HEADER_BYTES = 4  # big-endian length of the body
 MAX_FRAME_BYTES = 1 << 30
 
 
@@ -30,22 +32,22 @@ class ProtocolError(Exception):
 
 
 def encode(message: tuple[object, ...]) -> bytes:
-    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return HEADER.pack(len(body)) + body
+    body = marshal.dumps(message)  # type: ignore[arg-type]  # plain data by contract
+    return len(body).to_bytes(HEADER_BYTES, "big") + body
 
 
 def decode(body: bytes) -> tuple[object, ...]:
-    message = pickle.loads(body)
+    message = marshal.loads(body)
     if not isinstance(message, tuple) or not message:
         raise ProtocolError(f"not a message: {type(message).__name__}")
     return message
 
 
 def body_length(header: bytes) -> int:
-    (length,) = HEADER.unpack(header)
+    length = int.from_bytes(header, "big")
     if length > MAX_FRAME_BYTES:
         raise ProtocolError(f"frame of {length} bytes")
-    return int(length)
+    return length
 
 
 class FdReader:
@@ -72,7 +74,7 @@ class FdReader:
 
     def read(self) -> tuple[object, ...] | None:
         """The next message, or None at end of stream."""
-        header = self._exactly(HEADER.size)
+        header = self._exactly(HEADER_BYTES)
         if header is None:
             return None
         body = self._exactly(body_length(header))

@@ -15,15 +15,30 @@ by path.
 
 from __future__ import annotations
 
-import fnmatch
 import os
-import re
 import time
-from collections.abc import Iterator
 from stat import S_ISDIR, S_ISLNK
-from typing import Protocol
 
-from diskaudit.scan.model import WalkOptions
+# Not ``from typing import TYPE_CHECKING``: importing typing (and the re, collections,
+# functools it pulls in) costs each worker ~3 MiB. Type checkers treat this name as True.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import re
+    from collections.abc import Iterator
+    from typing import Protocol
+
+    class Sink(Protocol):
+        """Where a walker sends chunks and learns whether to give work away."""
+
+        def chunk(self, chunk: Chunk) -> None: ...
+
+        def split_requested(self) -> int:
+            """How many units idle workers would take now (0: none). Must not block."""
+            ...
+
+
+#: ``time.monotonic()`` has no end; a deadline of "never".
+NO_DEADLINE = float("inf")
 
 #: Flags to open a directory we list. O_NOFOLLOW: a directory swapped for a symlink between
 #: listing and opening must not lead the walk elsewhere.
@@ -55,6 +70,68 @@ LinkedDir = tuple[DirItem, int, int, int, int, str]
 
 #: Per reported directory: [st_blocks, apparent bytes, files, dirs] contributed directly.
 Totals = list[int]
+
+
+class WalkOptions:
+    """What a worker needs to know to walk part of one root. Sent with every unit, as a tuple
+    (``wire()``): the worker protocol is ``marshal``, which carries only plain data."""
+
+    __slots__ = (
+        "chunk_size",
+        "deadline",
+        "dir_level",
+        "follow_symlinks",
+        "ignore_globs",
+        "ignore_paths",
+        "one_file_system",
+        "root",
+        "root_dev",
+    )
+
+    def __init__(
+        self,
+        root: str,
+        dir_level: int,
+        chunk_size: int,
+        follow_symlinks: bool = False,
+        one_file_system: bool = False,
+        root_dev: int = 0,
+        ignore_paths: frozenset[str] = frozenset(),
+        ignore_globs: tuple[str, ...] = (),
+        deadline: float = NO_DEADLINE,
+    ) -> None:
+        self.root = root
+        self.dir_level = dir_level
+        self.chunk_size = chunk_size
+        self.follow_symlinks = follow_symlinks
+        self.one_file_system = one_file_system
+        #: st_dev of the root, for ``one_file_system``.
+        self.root_dev = root_dev
+        #: Absolute paths never entered (exact match).
+        self.ignore_paths = ignore_paths
+        #: Glob patterns (fnmatch syntax) matched against a directory's absolute path.
+        self.ignore_globs = ignore_globs
+        #: ``time.monotonic()`` value after which the walk must stop.
+        self.deadline = deadline
+
+    def wire(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self._FIELDS)
+
+    @classmethod
+    def from_wire(cls, fields: tuple[object, ...]) -> WalkOptions:
+        return cls(**dict(zip(cls._FIELDS, fields, strict=True)))  # type: ignore[arg-type]
+
+    _FIELDS = (
+        "root",
+        "dir_level",
+        "chunk_size",
+        "follow_symlinks",
+        "one_file_system",
+        "root_dev",
+        "ignore_paths",
+        "ignore_globs",
+        "deadline",
+    )
 
 
 class DeadlineExceeded(Exception):
@@ -95,16 +172,6 @@ class Chunk:
         )
 
 
-class Sink(Protocol):
-    """Where a walker sends chunks and learns whether to give work away."""
-
-    def chunk(self, chunk: Chunk) -> None: ...
-
-    def split_requested(self) -> int:
-        """How many directories idle workers would take now (0: none). Must not block."""
-        ...
-
-
 class _Frame:
     __slots__ = ("fd", "it", "key", "level", "prefix", "totals")
 
@@ -126,6 +193,10 @@ class _Frame:
 def _compile_globs(globs: tuple[str, ...]) -> re.Pattern[str] | None:
     if not globs:
         return None
+    # Imported here, only when there are globs: see the TYPE_CHECKING note above.
+    import fnmatch
+    import re
+
     return re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs))
 
 

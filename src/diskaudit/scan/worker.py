@@ -1,21 +1,18 @@
 """A scan worker process: ``python -m diskaudit.scan.worker``.
 
-Reads ``walk`` messages on stdin, walks, writes ``chunk`` messages on stdout. Imports only the
-stdlib and this package's stdlib-only modules, so each worker costs a bare interpreter's memory.
+Reads ``walk`` messages on stdin, walks, writes ``chunk`` messages on stdout. Started with
+``python -S`` and importing only a few builtin-backed modules, so each worker costs little more
+than a bare interpreter (about 9 MiB); keep it that way (``make bench`` measures it).
 It exits when stdin reaches end of file, which is also what happens when the pool dies.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
-import sys
-import traceback
 
-from diskaudit.scan.model import WalkOptions
 from diskaudit.scan.protocol import FdReader, encode, write_all
-from diskaudit.scan.walk import Chunk, DeadlineExceeded, DirItem, Walker
+from diskaudit.scan.walk import Chunk, DeadlineExceeded, DirItem, Walker, WalkOptions
 
 
 class PoolGone(Exception):
@@ -49,16 +46,18 @@ def serve(in_fd: int, out_fd: int) -> None:
             continue  # a split request that arrived after the unit ended
         _, unit_id, items, options = message
         assert isinstance(unit_id, int)
-        assert isinstance(options, WalkOptions)
         sink = _PipeSink(reader, out_fd, unit_id)
         try:
-            Walker(options, sink).run(items)  # type: ignore[arg-type]
+            opts = WalkOptions.from_wire(options)  # type: ignore[arg-type]
+            Walker(opts, sink).run(items)  # type: ignore[arg-type]
         except DeadlineExceeded:
             write_all(out_fd, encode(("expired", unit_id)))
             continue
         except PoolGone:
             return
         except Exception:
+            import traceback  # a bug's report: not worth its memory in every worker
+
             write_all(out_fd, encode(("failed", unit_id, traceback.format_exc())))
             continue
         write_all(out_fd, encode(("done", unit_id)))
@@ -68,10 +67,12 @@ def main() -> None:
     # Frames go to the original stdout; anything printed by accident goes to stderr instead.
     out_fd = os.dup(1)
     os.dup2(2, 1)
-    # A pool that went away (broken pipe) or an interrupt: either way, just stop.
-    with contextlib.suppress(BrokenPipeError, KeyboardInterrupt):
+    # The pool went away (broken pipe) or an interrupt: either way, just stop. Not
+    # contextlib.suppress: contextlib is not worth its memory in every worker.
+    try:
         serve(0, out_fd)
-    sys.exit(0)
+    except (BrokenPipeError, KeyboardInterrupt):
+        return
 
 
 __all__ = ["DirItem", "main", "serve"]
