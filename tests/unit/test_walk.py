@@ -138,7 +138,7 @@ def test_ignore_dirs_exact_and_glob(tmp_path: Path) -> None:
 def test_follow_symlinks_never_loops_and_walks_each_target_once(tmp_path: Path) -> None:
     """Each linked directory target is walked once per scan (no loops); a target also reached
     without a link counts under both paths (unlike du -L, which would need a set of every
-    inode seen: see docs/adr/0002)."""
+    inode seen: see docs/adr/0005)."""
     root = build_awkward_tree(tmp_path / "t")
     (root / "a0" / "back-to-root").symlink_to(root)
     (root / "a0" / "to-a2-again").symlink_to(root / "a2")
