@@ -9,11 +9,13 @@ STAMP  := $(VENV)/.installed
 
 install: $(STAMP)
 
-# Reinstall only when the project's metadata changes.
-$(STAMP): pyproject.toml
+# Reinstall only when the project's metadata or the C reader change. The extension is also
+# built in place: scan workers run with `python -S` (no .pth files) and import from src/.
+$(STAMP): pyproject.toml setup.py src/diskaudit/scan/_fastwalk.c
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --upgrade pip "setuptools>=77" wheel
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/python setup.py --quiet build_ext --inplace
 	touch $(STAMP)
 
 # Until the daemon exists, `make run` scans the shipped config's roots once.

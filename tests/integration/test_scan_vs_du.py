@@ -25,8 +25,12 @@ from tests.trees import (
 DISKAUDIT = [sys.executable, "-m", "diskaudit"]
 
 
-def scan_json(*args: str, user: str | None = None) -> tuple[int, dict[str, Any]]:
+def scan_json(
+    *args: str, user: str | None = None, pure_python: bool = False
+) -> tuple[int, dict[str, Any]]:
     cmd = [*python_for(user), "-m", "diskaudit", "scan", "--format", "json", *args]
+    if pure_python:
+        cmd = ["env", "DISKAUDIT_PURE_PYTHON_WALK=1", *cmd]
     proc = run_as(cmd, user=user, check=False)
     assert proc.returncode in (0, 1), proc.stderr.decode()
     return proc.returncode, json.loads(proc.stdout)
@@ -42,10 +46,11 @@ def by_path(root_doc: dict[str, Any], field: str) -> dict[str, int]:
     return {entry_path(e): e[field] for e in root_doc["entries"]}
 
 
+@pytest.mark.parametrize("walker", ["c", "python"])
 @pytest.mark.parametrize("dir_level", [0, 1, 3])
 @pytest.mark.parametrize(("max_procs", "chunk_size"), [(1, 1000), (2, 3), (3, 1)])
 def test_every_directory_equals_du(
-    tmp_path: Path, dir_level: int, max_procs: int, chunk_size: int
+    tmp_path: Path, dir_level: int, max_procs: int, chunk_size: int, walker: str
 ) -> None:
     root = build_awkward_tree(tmp_path / "tree")
     rc, doc = scan_json(
@@ -54,6 +59,7 @@ def test_every_directory_equals_du(
         f"--max-procs={max_procs}",
         f"--chunk-size={chunk_size}",
         "--ignore-dir=/nonexistent-only",
+        pure_python=walker == "python",
     )
     assert rc == 0
     [r] = doc["roots"]
@@ -82,7 +88,8 @@ def test_non_utf8_names_round_trip_through_json(tmp_path: Path) -> None:
     assert odd[0]["path"].endswith("caf\\xe9-latin1")
 
 
-def test_unreadable_directories_are_counted_and_skipped_like_du() -> None:
+@pytest.mark.parametrize("walker", ["c", "python"])
+def test_unreadable_directories_are_counted_and_skipped_like_du(walker: str) -> None:
     user = unprivileged_user()
     with world_readable_tmpdir() as tmp:
         root = build_awkward_tree(tmp / "tree")
@@ -91,7 +98,9 @@ def test_unreadable_directories_are_counted_and_skipped_like_du() -> None:
         (root / "a2" / "b0").chmod(0o644)  # listed, but its entries cannot be stat'ed
         if user is None and os.access(root / "a0" / "b1", os.R_OK):
             pytest.skip("this user reads chmod 000 directories and no other user to run as")
-        rc, doc = scan_json(str(root), "--dir-level=2", "--max-procs=2", user=user)
+        rc, doc = scan_json(
+            str(root), "--dir-level=2", "--max-procs=2", user=user, pure_python=walker == "python"
+        )
         assert rc == 0
         [r] = doc["roots"]
         # b1 itself, and every entry of b0.

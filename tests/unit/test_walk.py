@@ -8,10 +8,19 @@ from pathlib import Path
 
 import pytest
 
+from diskaudit.scan import walk
 from diskaudit.scan.aggregate import RootAccumulator
 from diskaudit.scan.model import RootUsage
 from diskaudit.scan.walk import Chunk, DeadlineExceeded, DirItem, Walker, WalkOptions
 from tests.trees import build_awkward_tree, du
+
+
+@pytest.fixture(params=["c", "python"])
+def pure_python(request: pytest.FixtureRequest) -> bool:
+    """Every walk test runs with the C reader and with os.scandir."""
+    if request.param == "c" and walk.IMPLEMENTATION != "c":
+        pytest.fail("the C reader is not built: run `make install` (setup.py build_ext)")
+    return bool(request.param == "python")
 
 
 class ListSink:
@@ -31,7 +40,9 @@ class ListSink:
         return self.wanted if self.boundaries in self.split_at else 0
 
 
-def walk_all(root: Path, dir_level: int, chunk_size: int, split_at: set[int]) -> RootUsage:
+def walk_all(
+    root: Path, dir_level: int, chunk_size: int, split_at: set[int], pure_python: bool
+) -> RootUsage:
     """Walk like the pool does, but in this process: spilled units are walked afterwards."""
     st = os.stat(root)
     opts = WalkOptions(root=str(root), dir_level=dir_level, chunk_size=chunk_size)
@@ -39,7 +50,7 @@ def walk_all(root: Path, dir_level: int, chunk_size: int, split_at: set[int]) ->
     queue: list[list[DirItem]] = [[(str(root), 0, str(root), True)]]
     while queue:
         sink = ListSink(split_at)
-        Walker(opts, sink).run(queue.pop())
+        Walker(opts, sink, pure_python=pure_python).run(queue.pop())
         for c in sink.chunks:
             accepted = acc.add_chunk(
                 c.totals, c.linked_inodes, c.linked_dirs, c.entries, c.errors, c.samples
@@ -53,10 +64,10 @@ def walk_all(root: Path, dir_level: int, chunk_size: int, split_at: set[int]) ->
     [(1000, set()), (1, set()), (3, {1, 2, 5, 8}), (7, set(range(1, 200)))],
 )
 def test_walk_equals_du_however_the_work_is_split(
-    tmp_path: Path, chunk_size: int, split_at: set[int]
+    tmp_path: Path, chunk_size: int, split_at: set[int], pure_python: bool
 ) -> None:
     root = build_awkward_tree(tmp_path / "t")
-    usage = walk_all(root, 2, chunk_size, split_at)
+    usage = walk_all(root, 2, chunk_size, split_at, pure_python)
     got_disk = {e.path: e.disk_bytes for e in usage.entries}
     got_apparent = {e.path: e.apparent_bytes for e in usage.entries}
     assert got_disk == du(root, depth=2, apparent=False)
@@ -64,24 +75,24 @@ def test_walk_equals_du_however_the_work_is_split(
     assert usage.errors == 0
 
 
-def test_counts_files_and_dirs_recursively(tmp_path: Path) -> None:
+def test_counts_files_and_dirs_recursively(tmp_path: Path, pure_python: bool) -> None:
     root = tmp_path / "r"
     (root / "a" / "b" / "c").mkdir(parents=True)
     (root / "a" / "f1").write_bytes(b"1")
     (root / "a" / "b" / "c" / "f2").write_bytes(b"2")
     (root / "a" / "b" / "l").symlink_to("nowhere")
-    usage = walk_all(root, 1, 1000, set())
+    usage = walk_all(root, 1, 1000, set(), pure_python)
     by_path = {e.path: e for e in usage.entries}
     assert (by_path[str(root)].files, by_path[str(root)].dirs) == (3, 3)
     assert (by_path[str(root / "a")].files, by_path[str(root / "a")].dirs) == (3, 2)
     assert [e.level for e in usage.entries] == [0, 1]
 
 
-def test_chunks_are_bounded_by_chunk_size(tmp_path: Path) -> None:
+def test_chunks_are_bounded_by_chunk_size(tmp_path: Path, pure_python: bool) -> None:
     root = build_awkward_tree(tmp_path / "t")
     sink = ListSink()
     opts = WalkOptions(root=str(root), dir_level=2, chunk_size=5)
-    Walker(opts, sink).run([(str(root), 0, str(root), True)])
+    Walker(opts, sink, pure_python=pure_python).run([(str(root), 0, str(root), True)])
     assert len(sink.chunks) > 10
     assert all(c.entries <= 5 for c in sink.chunks)
     assert sum(c.entries for c in sink.chunks) == sum(
@@ -89,14 +100,14 @@ def test_chunks_are_bounded_by_chunk_size(tmp_path: Path) -> None:
     )
 
 
-def test_split_gives_away_unentered_directories(tmp_path: Path) -> None:
+def test_split_gives_away_unentered_directories(tmp_path: Path, pure_python: bool) -> None:
     root = tmp_path / "wide"
     for i in range(20):
         (root / f"d{i:02}").mkdir(parents=True)
         (root / f"d{i:02}" / "f").write_bytes(b"x" * 100)
     sink = ListSink(split_at={1}, wanted=4)
     opts = WalkOptions(root=str(root), dir_level=1, chunk_size=2)
-    Walker(opts, sink).run([(str(root), 0, str(root), True)])
+    Walker(opts, sink, pure_python=pure_python).run([(str(root), 0, str(root), True)])
     units = [unit for c in sink.chunks for unit in c.spilled]
     assert len(units) == 4  # as many units as asked for
     spilled = [item for unit in units for item in unit]
@@ -105,17 +116,17 @@ def test_split_gives_away_unentered_directories(tmp_path: Path) -> None:
     assert all(level == 1 and key == path for path, level, key, _ in spilled)
 
 
-def test_deadline_stops_the_walk_at_a_chunk_boundary(tmp_path: Path) -> None:
+def test_deadline_stops_the_walk_at_a_chunk_boundary(tmp_path: Path, pure_python: bool) -> None:
     root = build_awkward_tree(tmp_path / "t")
     sink = ListSink()
     opts = WalkOptions(root=str(root), dir_level=2, chunk_size=3, deadline=time.monotonic() - 1)
     with pytest.raises(DeadlineExceeded):
-        Walker(opts, sink).run([(str(root), 0, str(root), True)])
+        Walker(opts, sink, pure_python=pure_python).run([(str(root), 0, str(root), True)])
     assert len(sink.chunks) == 1
     assert sink.chunks[0].entries == 3
 
 
-def test_ignore_dirs_exact_and_glob(tmp_path: Path) -> None:
+def test_ignore_dirs_exact_and_glob(tmp_path: Path, pure_python: bool) -> None:
     root = build_awkward_tree(tmp_path / "t")
     opts = WalkOptions(
         root=str(root),
@@ -125,7 +136,7 @@ def test_ignore_dirs_exact_and_glob(tmp_path: Path) -> None:
         ignore_globs=(str(root / "a1" / "b*"),),
     )
     sink = ListSink()
-    Walker(opts, sink).run([(str(root), 0, str(root), True)])
+    Walker(opts, sink, pure_python=pure_python).run([(str(root), 0, str(root), True)])
     keys = {k for c in sink.chunks for k in c.totals}
     assert str(root / "a0") not in keys
     assert str(root / "a1") in keys
@@ -135,7 +146,9 @@ def test_ignore_dirs_exact_and_glob(tmp_path: Path) -> None:
     assert 0 < total[str(root / "a1")] < expected[str(root / "a1")]
 
 
-def test_follow_symlinks_never_loops_and_walks_each_target_once(tmp_path: Path) -> None:
+def test_follow_symlinks_never_loops_and_walks_each_target_once(
+    tmp_path: Path, pure_python: bool
+) -> None:
     """Each linked directory target is walked once per scan (no loops); a target also reached
     without a link counts under both paths (unlike du -L, which would need a set of every
     inode seen: see docs/adr/0005)."""
@@ -150,7 +163,7 @@ def test_follow_symlinks_never_loops_and_walks_each_target_once(tmp_path: Path) 
     while queue:
         assert len(accepted) < 10, "follow-symlinks is looping"
         sink = ListSink()
-        Walker(opts, sink).run(queue.pop())
+        Walker(opts, sink, pure_python=pure_python).run(queue.pop())
         for c in sink.chunks:
             new = acc.add_chunk(
                 c.totals, c.linked_inodes, c.linked_dirs, c.entries, c.errors, c.samples

@@ -19,6 +19,18 @@ import os
 import time
 from stat import S_ISDIR, S_ISLNK
 
+try:  # the C reader of directories; walk.py works without it, ~2x slower (docs/adr/0002)
+    if os.environ.get("DISKAUDIT_PURE_PYTHON_WALK"):
+        raise ImportError("DISKAUDIT_PURE_PYTHON_WALK is set")
+    from diskaudit.scan import _fastwalk
+    from diskaudit.scan._fastwalk import STOP_DIR, STOP_END, STOP_LIMIT, STOP_LINK
+except ImportError:
+    _fastwalk = None  # type: ignore[assignment]
+    STOP_END, STOP_LIMIT, STOP_DIR, STOP_LINK = 0, 1, 2, 3
+
+#: Which implementation examines entries in this process: "c" or "python".
+IMPLEMENTATION = "python" if _fastwalk is None else "c"
+
 # Not ``from typing import TYPE_CHECKING``: importing typing (and the re, collections,
 # functools it pulls in) costs each worker ~3 MiB. Type checkers treat this name as True.
 TYPE_CHECKING = False
@@ -173,21 +185,30 @@ class Chunk:
 
 
 class _Frame:
-    __slots__ = ("fd", "it", "key", "level", "prefix", "totals")
+    """An open directory on the walker's stack: read by the C reader when it is available,
+    else by ``os.scandir``."""
 
-    def __init__(
-        self, fd: int, it: Iterator[os.DirEntry[str]], path: str, level: int, key: str
-    ) -> None:
+    __slots__ = ("fd", "it", "key", "level", "prefix", "reader", "totals")
+
+    def __init__(self, fd: int, path: str, level: int, key: str, *, use_c: bool) -> None:
         self.fd = fd
-        self.it = it
+        self.reader: _fastwalk.Dir | None = None
+        self.it: Iterator[os.DirEntry[str]] | None = None
+        if use_c:
+            self.reader = _fastwalk.Dir(fd)
+        else:
+            self.it = os.scandir(fd)
         self.prefix = path if path.endswith("/") else path + "/"
         self.level = level
         self.key = key
         self.totals: Totals = []
 
-    @property
-    def path(self) -> str:
-        return self.prefix[:-1] if len(self.prefix) > 1 else self.prefix
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+        if self.it is not None:
+            self.it.close()  # type: ignore[attr-defined]
+        os.close(self.fd)
 
 
 def _compile_globs(globs: tuple[str, ...]) -> re.Pattern[str] | None:
@@ -203,7 +224,8 @@ def _compile_globs(globs: tuple[str, ...]) -> re.Pattern[str] | None:
 class Walker:
     """Walks the directories of units of one root. Not thread-safe; one per worker and root."""
 
-    def __init__(self, opts: WalkOptions, sink: Sink) -> None:
+    def __init__(self, opts: WalkOptions, sink: Sink, *, pure_python: bool = False) -> None:
+        """``pure_python`` forces ``os.scandir`` even where the C reader is built (tests)."""
         self._opts = opts
         self._sink = sink
         self._ignore_re = _compile_globs(opts.ignore_globs)
@@ -211,6 +233,8 @@ class Walker:
         self._frames: list[_Frame] = []
         self._todo: list[DirItem] = []
         self._entries = 0  # entries examined since the last boundary
+        self._use_c = _fastwalk is not None and not pure_python
+        self._scan = self._scan_c if self._use_c else self._scan_py
 
     # -- public ------------------------------------------------------------------------------
 
@@ -226,19 +250,57 @@ class Walker:
                 if not frames and not self._open_next():
                     break
                 if self._scan(frames[-1]):
-                    self._close(frames.pop())
+                    frames.pop().close()
                 if self._entries >= self._opts.chunk_size:
                     self._boundary()
         finally:
             while frames:
-                self._close(frames.pop())
+                frames.pop().close()
         self._flush()
 
-    # -- the hot loop ------------------------------------------------------------------------
+    # -- the hot loops: one entry at a time, in C or in Python ---------------------------------
 
-    def _scan(self, frame: _Frame) -> bool:
+    def _scan_c(self, frame: _Frame) -> bool:
         """Examine entries of the top frame until it is exhausted (True), a subdirectory was
         entered, or a chunk is full (False)."""
+        reader = frame.reader
+        assert reader is not None
+        t = frame.totals
+        linked = self._chunk.linked_inodes
+        follow = self._opts.follow_symlinks
+        limit = self._opts.chunk_size
+        while True:
+            n, blocks, size, files, kind, name, a, b, c = reader.scan(
+                limit - self._entries, follow, linked, frame.key
+            )
+            self._entries += n
+            t[0] += blocks
+            t[1] += size
+            t[2] += files
+            if kind == STOP_DIR:
+                item = self._dir_entry(frame, name, a, b, c[0])
+                if item is not None:
+                    t[3] += 1
+                    if self._descend(frame, item):
+                        return False
+            elif kind == STOP_END:
+                return True
+            elif kind == STOP_LIMIT:
+                return False
+            elif kind == STOP_LINK:
+                self._follow_link(frame, name, a, b)
+            else:  # STOP_ERROR; an empty name is an error reading the directory itself
+                path = frame.prefix + name if name else frame.prefix.rstrip("/") or "/"
+                self._error(path, OSError(a, os.strerror(a)))
+                if not name:
+                    return True
+            if self._entries >= limit:
+                return False
+
+    def _scan_py(self, frame: _Frame) -> bool:
+        """The same as ``_scan_c`` with ``os.scandir``, where the C reader is not built."""
+        it = frame.it
+        assert it is not None
         blocks = size = files = dirs = 0
         n = self._entries
         limit = self._opts.chunk_size
@@ -246,7 +308,7 @@ class Walker:
         follow = self._opts.follow_symlinks
         key = frame.key
         exhausted = True
-        for entry in frame.it:
+        for entry in it:
             n += 1
             try:
                 st = entry.stat(follow_symlinks=False)
@@ -255,14 +317,14 @@ class Walker:
             else:
                 mode = st.st_mode
                 if S_ISDIR(mode):
-                    item = self._dir_entry(frame, entry.name, st)
+                    item = self._dir_entry(frame, entry.name, st.st_blocks, st.st_size, st.st_dev)
                     if item is not None:
                         dirs += 1
                         if self._descend(frame, item):
                             exhausted = False
                             break
                 elif follow and S_ISLNK(mode):
-                    dirs += self._follow_link(frame, entry.name, st)
+                    self._follow_link(frame, entry.name, st.st_blocks, st.st_size)
                 else:
                     files += 1
                     if st.st_nlink > 1:
@@ -283,25 +345,27 @@ class Walker:
 
     # -- directories -------------------------------------------------------------------------
 
-    def _skip_dir(self, path: str, st: os.stat_result) -> bool:
+    def _skip_dir(self, path: str, dev: int) -> bool:
         opts = self._opts
         if path in opts.ignore_paths:
             return True
         if self._ignore_re is not None and self._ignore_re.match(path):
             return True
-        return opts.one_file_system and st.st_dev != opts.root_dev
+        return opts.one_file_system and dev != opts.root_dev
 
-    def _dir_entry(self, frame: _Frame, name: str, st: os.stat_result) -> DirItem | None:
+    def _dir_entry(
+        self, frame: _Frame, name: str, blocks: int, size: int, dev: int
+    ) -> DirItem | None:
         """Account a subdirectory's own inode; return it as a walkable item, or None if it is
         ignored (then it does not count at all, like an excluded directory in du)."""
         path = frame.prefix + name
-        if self._skip_dir(path, st):
+        if self._skip_dir(path, dev):
             return None
         level = frame.level + 1
         key = path if level <= self._opts.dir_level else frame.key
         totals = frame.totals if key is frame.key else self._totals(key)
-        totals[0] += st.st_blocks
-        totals[1] += st.st_size
+        totals[0] += blocks
+        totals[1] += size
         return (path, level, key, False)
 
     def _descend(self, parent: _Frame, item: DirItem) -> bool:
@@ -332,54 +396,45 @@ class Walker:
 
     def _push(self, fd: int, path: str, level: int, key: str) -> bool:
         try:
-            it = os.scandir(fd)
+            frame = _Frame(fd, path, level, key, use_c=self._use_c)
         except OSError as exc:
             os.close(fd)
             self._error(path, exc)
             return False
-        frame = _Frame(fd, it, path, level, key)
         frame.totals = self._totals(key)
         self._frames.append(frame)
         return True
 
-    @staticmethod
-    def _close(frame: _Frame) -> None:
-        close = getattr(frame.it, "close", None)
-        if close is not None:
-            close()
-        os.close(frame.fd)
-
     # -- symlinks (follow-symlinks only) -----------------------------------------------------
 
-    def _follow_link(self, frame: _Frame, name: str, lst: os.stat_result) -> int:
+    def _follow_link(self, frame: _Frame, name: str, lblocks: int, lsize: int) -> None:
         """Count what a symlink points to. Directories go to the pool, which walks each target
-        (st_dev, st_ino) at most once: that is what makes loops impossible. Returns 0: the
-        parent's ``dirs`` count for a linked directory is added by the pool if it accepts it."""
+        (st_dev, st_ino) at most once: that is what makes loops impossible. The parent's
+        ``dirs`` count for a linked directory is added by the pool if it accepts it."""
         path = frame.prefix + name
         try:
             st = os.stat(name, dir_fd=frame.fd)
         except OSError:
             # Dangling, a loop of links, or unreadable: count the link itself, as without follow.
-            frame.totals[0] += lst.st_blocks
-            frame.totals[1] += lst.st_size
+            frame.totals[0] += lblocks
+            frame.totals[1] += lsize
             frame.totals[2] += 1
-            return 0
+            return
         if S_ISDIR(st.st_mode):
-            if self._skip_dir(path, st):
-                return 0
+            if self._skip_dir(path, st.st_dev):
+                return
             level = frame.level + 1
             key = path if level <= self._opts.dir_level else frame.key
             item: DirItem = (path, level, key, True)
             self._chunk.linked_dirs.append(
                 (item, st.st_dev, st.st_ino, st.st_blocks, st.st_size, frame.key)
             )
-            return 0
+            return
         # A followed file may be reached under several names: always deduplicate.
         frame.totals[2] += 1
         self._chunk.linked_inodes.append(
             (st.st_dev, st.st_ino, st.st_blocks, st.st_size, frame.key)
         )
-        return 0
 
     # -- chunk boundaries --------------------------------------------------------------------
 
@@ -417,16 +472,8 @@ class Walker:
             found: list[DirItem] = []
             budget = SPLIT_READ_AHEAD
             for frame in self._frames:
-                while budget > 0:
-                    entry = next(frame.it, None)
-                    if entry is None:
-                        break
-                    budget -= 1
-                    self._entries += 1
-                    item = self._read_ahead(frame, entry)
-                    if item is not None:
-                        found.append(item)
-                if found:
+                budget -= self._read_ahead(frame, budget, found)
+                if found or budget <= 0:
                     break
             half = (len(found) + 1) // 2
             give = found[:half]
@@ -434,8 +481,51 @@ class Walker:
         units = [give[i::wanted] for i in range(min(wanted, len(give)))]
         self._chunk.spilled.extend(units)
 
-    def _read_ahead(self, frame: _Frame, entry: os.DirEntry[str]) -> DirItem | None:
-        """The slow, general form of one step of ``_scan``, for entries examined by a split."""
+    def _read_ahead(self, frame: _Frame, budget: int, found: list[DirItem]) -> int:
+        """Examine up to ``budget`` more entries of ``frame``, counting them as ``_scan`` would
+        but collecting subdirectories in ``found`` instead of entering them. Returns how many
+        entries were examined."""
+        t = frame.totals
+        examined = 0
+        while examined < budget:
+            if frame.reader is not None:
+                n, blocks, size, files, kind, name, a, b, c = frame.reader.scan(
+                    budget - examined,
+                    self._opts.follow_symlinks,
+                    self._chunk.linked_inodes,
+                    frame.key,
+                )
+                examined += n
+                t[0] += blocks
+                t[1] += size
+                t[2] += files
+                if kind in (STOP_END, STOP_LIMIT):
+                    break
+                if kind == STOP_DIR:
+                    item = self._dir_entry(frame, name, a, b, c[0])
+                elif kind == STOP_LINK:
+                    self._follow_link(frame, name, a, b)
+                    continue
+                else:
+                    self._error(frame.prefix + name, OSError(a, os.strerror(a)))
+                    if not name:
+                        break
+                    continue
+            else:
+                assert frame.it is not None
+                entry = next(frame.it, None)
+                if entry is None:
+                    break
+                examined += 1
+                item = self._read_ahead_py(frame, entry)
+            if item is not None:
+                t[3] += 1
+                found.append(item)
+        self._entries += examined
+        return examined
+
+    def _read_ahead_py(self, frame: _Frame, entry: os.DirEntry[str]) -> DirItem | None:
+        """The slow, general form of one step of ``_scan_py``, for a split's read-ahead."""
         try:
             st = entry.stat(follow_symlinks=False)
         except OSError as exc:
@@ -443,12 +533,9 @@ class Walker:
             return None
         t = frame.totals
         if S_ISDIR(st.st_mode):
-            item = self._dir_entry(frame, entry.name, st)
-            if item is not None:
-                t[3] += 1
-            return item
+            return self._dir_entry(frame, entry.name, st.st_blocks, st.st_size, st.st_dev)
         if self._opts.follow_symlinks and S_ISLNK(st.st_mode):
-            self._follow_link(frame, entry.name, st)
+            self._follow_link(frame, entry.name, st.st_blocks, st.st_size)
             return None
         t[2] += 1
         if st.st_nlink > 1:

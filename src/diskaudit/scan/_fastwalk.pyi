@@ -1,0 +1,17 @@
+STOP_END: int
+STOP_LIMIT: int
+STOP_DIR: int
+STOP_LINK: int
+STOP_ERROR: int
+
+class Dir:
+    def __init__(self, fd: int) -> None: ...
+    def scan(
+        self,
+        limit: int,
+        follow: bool,
+        linked: list[tuple[int, int, int, int, str]],
+        key: str,
+        /,
+    ) -> tuple[int, int, int, int, int, str, int, int, tuple[int, int]]: ...
+    def close(self) -> None: ...
