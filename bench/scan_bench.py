@@ -66,6 +66,20 @@ def _read_rss_kib(pid: int) -> int:
     return int(data[start + 7 : data.index(b"\n", start + 1)].split()[0])
 
 
+def _cmdline(pid: int) -> bytes | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _pre_exec(pid: int) -> bool:
+    """A child still running its parent's program: forked (vfork), not yet exec'd."""
+    ppid = _read_ppid(pid)
+    return ppid is not None and _cmdline(pid) == _cmdline(ppid)
+
+
 class ProcessTreeSampler(threading.Thread):
     """Samples the summed VmRSS of ``root_pid`` and all its descendants every ``interval``.
 
@@ -79,6 +93,11 @@ class ProcessTreeSampler(threading.Thread):
         self.root_pid = root_pid
         self.interval = interval
         self.peak_kib = 0
+        #: The same, counting a child that has not exec'd yet as 0: after vfork (which Python's
+        #: subprocess uses) it shares its parent's memory (CLONE_VM) and shows the parent's
+        #: whole VmRSS as its own until execve; counting it double-counts the same pages.
+        self.peak_exec_kib = 0
+        self.pre_exec_sightings = 0
         self.peak_nprocs = 0
         self.samples = 0
         self._stop_event = threading.Event()
@@ -111,9 +130,13 @@ class ProcessTreeSampler(threading.Thread):
                         self._tree.add(pid)
                         changed = True
             self._classified |= new
-        total = sum(_read_rss_kib(pid) for pid in self._tree)
+        rss = {pid: _read_rss_kib(pid) for pid in self._tree}
+        total = sum(rss.values())
+        pre_exec = [pid for pid in self._tree if pid != self.root_pid and _pre_exec(pid)]
+        self.pre_exec_sightings += len(pre_exec)
         self.samples += 1
         self.peak_kib = max(self.peak_kib, total)
+        self.peak_exec_kib = max(self.peak_exec_kib, total - sum(rss[p] for p in pre_exec))
         self.peak_nprocs = max(self.peak_nprocs, len(self._tree))
 
 
@@ -125,6 +148,8 @@ class Measurement:
     stdout: str
     stderr: str
     peak_kib: int  # max over samples of the summed VmRSS of the process tree
+    peak_exec_kib: int  # the same, children not yet exec'd counted as 0 (see the sampler)
+    pre_exec_sightings: int
     peak_nprocs: int
     samples: int
 
@@ -150,6 +175,8 @@ def measure(cmd: list[str], interval: float) -> Measurement:
             stdout=out.read().decode(errors="replace"),
             stderr=err.read().decode(errors="replace"),
             peak_kib=sampler.peak_kib,
+            peak_exec_kib=sampler.peak_exec_kib,
+            pre_exec_sightings=sampler.pre_exec_sightings,
             peak_nprocs=sampler.peak_nprocs,
             samples=sampler.samples,
         )
@@ -215,6 +242,7 @@ class Run:
     rep: int
     wall_s: float
     peak_rss_kib: int
+    peak_exec_rss_kib: int
     peak_nprocs: int
     samples: int
     disk_bytes: int
@@ -231,6 +259,7 @@ class Summary:
     ratio_of_medians: float | None = None
     da_peak_rss_mib: float | None = None
     da_peak_rss_median_mib: float | None = None  # median over runs: shows one-off spikes
+    da_peak_exec_rss_mib: float | None = None  # pre-exec (vfork) children counted as shared
 
 
 @dataclass
@@ -338,6 +367,7 @@ def bench_tree(
                     rep=rep,
                     wall_s=round(m.wall_s, 4),
                     peak_rss_kib=m.peak_kib,
+                    peak_exec_rss_kib=m.peak_exec_kib,
                     peak_nprocs=m.peak_nprocs,
                     samples=m.samples,
                     disk_bytes=disk,
@@ -347,7 +377,9 @@ def bench_tree(
                 _say(
                     f"bench: {files} files procs={procs} rep={rep} {tool:9s} "
                     f"{m.wall_s:7.3f}s  peak RSS {_mib(m.peak_kib):6.1f} MiB "
-                    f"({m.peak_nprocs} procs, {m.samples} samples)"
+                    f"({m.peak_nprocs} procs, {m.samples} samples; "
+                    f"{_mib(m.peak_exec_kib):.1f} MiB with {m.pre_exec_sightings} "
+                    "pre-exec child sightings counted as shared)"
                 )
         summary = Summary(
             files=files,
@@ -362,6 +394,7 @@ def bench_tree(
             pairs = [d.wall_s / a.wall_s for d, a in zip(du_runs, da_runs, strict=True)]
             summary.ratio_median_of_pairs = round(statistics.median(pairs), 3)
             summary.da_peak_rss_mib = _mib(max(r.peak_rss_kib for r in da_runs))
+            summary.da_peak_exec_rss_mib = _mib(max(r.peak_exec_rss_kib for r in da_runs))
             summary.da_peak_rss_median_mib = _mib(
                 round(statistics.median(r.peak_rss_kib for r in da_runs))
             )
@@ -403,6 +436,15 @@ def evaluate_targets(summaries: list[Summary]) -> list[Target]:
             "PASS" if (peak.da_peak_rss_mib or 0.0) <= TARGET_RSS_MIB else "FAIL",
             f"max {peak.da_peak_rss_mib} MiB ({peak.files} files, {peak.procs} procs); "
             f"sizes measured: {sizes}",
+        )
+    )
+    peak_x = max(da, key=lambda x: x.da_peak_exec_rss_mib or 0.0)
+    targets.append(
+        Target(
+            f"diskaudit peak RSS <= {TARGET_RSS_MIB:g} MiB, a vforked child counted with its "
+            "parent until it execs",
+            "PASS" if (peak_x.da_peak_exec_rss_mib or 0.0) <= TARGET_RSS_MIB else "FAIL",
+            f"max {peak_x.da_peak_exec_rss_mib} MiB ({peak_x.files} files, {peak_x.procs} procs)",
         )
     )
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from diskaudit.scan import walk
 from diskaudit.scan.pool import ScanConfig, ScanError, open_scan_pool
 from diskaudit.scan.protocol import FdReader, encode
 from diskaudit.scan.walk import WalkOptions
@@ -53,6 +54,10 @@ def worker_pids() -> set[int]:
     return pids
 
 
+def describe(pids: set[int]) -> list[str]:
+    return [Path(f"/proc/{p}/stat").read_text() for p in pids]
+
+
 async def test_one_huge_subtree_keeps_every_worker_busy(big_tree: Path) -> None:
     before = worker_pids()
     async with open_scan_pool(2) as pool:
@@ -69,16 +74,18 @@ async def test_one_huge_subtree_keeps_every_worker_busy(big_tree: Path) -> None:
 
 
 async def test_deadline_stops_the_scan_and_kills_the_workers(big_tree: Path) -> None:
+    # chunk_size=1: a message per entry makes this walk take seconds, far past the deadline.
     before = worker_pids()
     async with open_scan_pool(2) as pool:
         with pytest.raises(TimeoutError), anyio.fail_after(0.05) as scope:
-            await pool.scan(str(big_tree), ScanConfig(dir_level=2, chunk_size=100))
+            await pool.scan(str(big_tree), ScanConfig(dir_level=2, chunk_size=1))
         assert scope.cancel_called
         stats = pool.statistics()
         assert stats.busy_workers == 0
-        assert stats.running_processes == 0  # killed mid-walk, not left running
         assert stats.pending_units == 0
-        assert worker_pids() - before == set()
+        # Workers interrupted mid-walk were killed; an idle one may stay for the next scan.
+        left = worker_pids() - before
+        assert stats.running_processes == len(left) < 2, describe(left)
         # The pool is still usable after a timeout.
         usage = await pool.scan(str(big_tree / "small"), ScanConfig(dir_level=0))
         assert usage.total.files == 1
@@ -98,12 +105,14 @@ async def test_cancelling_the_caller_cancels_the_walk(big_tree: Path) -> None:
         with anyio.CancelScope() as outer:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(watch)
-                tg.start_soon(pool.scan, str(big_tree), ScanConfig(dir_level=2, chunk_size=50))
+                tg.start_soon(pool.scan, str(big_tree), ScanConfig(dir_level=2, chunk_size=1))
                 await started.wait()
                 outer.cancel()
         assert outer.cancelled_caught
-        assert pool.statistics().running_processes == 0
-        assert pool.statistics().active_scans == 0
+        stats = pool.statistics()
+        assert (stats.busy_workers, stats.active_scans, stats.pending_units) == (0, 0, 0)
+        left = worker_pids() - before
+        assert stats.running_processes == len(left) < 2, describe(left)
     assert worker_pids() - before == set()
 
 
@@ -123,6 +132,7 @@ def test_worker_process_checks_the_deadline_itself(big_tree: Path) -> None:
     proc.stdin.write(encode(("walk", 7, [(str(big_tree), 0, str(big_tree), True)], opts.wire())))
     proc.stdin.flush()
     reader = FdReader(proc.stdout.fileno())
+    assert reader.read() == ("ready", walk.IMPLEMENTATION)
     first = reader.read()
     assert first is not None
     assert first[:2] == ("chunk", 7)

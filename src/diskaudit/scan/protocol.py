@@ -7,6 +7,7 @@ pool -> worker
     ("split", n)                        idle workers want up to n directories; answer in the
                                         next chunk (ignored when the worker is idle)
 worker -> pool
+    ("ready", implementation)           sent once at start: "c" or "python" (walk.IMPLEMENTATION)
     ("chunk", unit_id, *Chunk)          partial totals (see ``walk.Chunk.as_message``)
     ("done", unit_id)                   the unit is walked; its last chunk came before
     ("expired", unit_id)                the unit's deadline passed at a chunk boundary

@@ -12,7 +12,14 @@ import os
 import select
 
 from diskaudit.scan.protocol import FdReader, encode, write_all
-from diskaudit.scan.walk import Chunk, DeadlineExceeded, DirItem, Walker, WalkOptions
+from diskaudit.scan.walk import (
+    IMPLEMENTATION,
+    Chunk,
+    DeadlineExceeded,
+    DirItem,
+    Walker,
+    WalkOptions,
+)
 
 
 class PoolGone(Exception):
@@ -40,6 +47,7 @@ class _PipeSink:
 
 
 def serve(in_fd: int, out_fd: int) -> None:
+    write_all(out_fd, encode(("ready", IMPLEMENTATION)))
     reader = FdReader(in_fd)
     while (message := reader.read()) is not None:
         if message[0] != "walk":
