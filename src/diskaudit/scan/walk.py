@@ -64,9 +64,6 @@ MAX_OPEN_DIRS = 64
 #: Errors kept with their paths per chunk; the rest are only counted.
 MAX_ERROR_SAMPLES = 5
 
-#: How many entries a split may read ahead looking for directories to give away.
-SPLIT_READ_AHEAD = 1000
-
 #: A directory to walk: (path, level, key, follow). ``key`` is the reported directory its
 #: contents count towards (itself when ``level <= dir_level``); ``follow`` opens it even if
 #: ``path`` is a symlink (roots and followed links).
@@ -470,7 +467,8 @@ class Walker:
             give, self._todo = todo[:half], todo[half:]
         else:
             found: list[DirItem] = []
-            budget = SPLIT_READ_AHEAD
+            # At most one chunk's worth: what a worker holds stays bounded by chunk-size.
+            budget = self._opts.chunk_size
             for frame in self._frames:
                 budget -= self._read_ahead(frame, budget, found)
                 if found or budget <= 0:
