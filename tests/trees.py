@@ -74,11 +74,14 @@ def du(
     apparent: bool,
     user: str | None = None,
     follow: bool = False,
+    one_file_system: bool = False,
 ) -> dict[str, int]:
     """``du -B1 -d N`` (or ``-b``) as {path: bytes}, names decoded like Python's os functions."""
     cmd = ["du", "-b" if apparent else "-B1", "-d", str(depth), "-0", os.fspath(root)]
     if follow:
         cmd.insert(1, "-L")
+    if one_file_system:
+        cmd.insert(1, "-x")
     out = run_as(cmd, user=user, check=False).stdout
     result: dict[str, int] = {}
     for record in out.split(b"\0"):

@@ -152,3 +152,31 @@ def test_table_lists_largest_first(tmp_path: Path) -> None:
     assert [row.split("  ")[-1] for row in rows[:3]] == [e["path"] for e in entries[:3]]
     assert rows[0].endswith(str(root))
     assert rows[1].endswith("/a0")
+
+
+def test_one_file_system_skips_mounted_directories(tmp_path: Path) -> None:
+    root = build_awkward_tree(tmp_path / "tree")
+    mnt = root / "a0" / "mnt"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "none", str(mnt)], check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip("this machine does not allow mounting a tmpfs")
+    try:
+        (mnt / "inside").write_bytes(b"z" * 4096)
+        _, everything = scan_json(str(root), "--dir-level=1")
+        _, one_fs = scan_json(str(root), "--dir-level=1", "--one-file-system")
+        files = {
+            r: {entry_path(e): e["files"] for e in d["roots"][0]["entries"]}
+            for r, d in (("all", everything), ("one", one_fs))
+        }
+        assert files["all"][str(root / "a0")] == files["one"][str(root / "a0")] + 1
+        assert (
+            by_path(one_fs["roots"][0], "disk_bytes")[str(root)]
+            == du(root, depth=0, apparent=False, one_file_system=True)[str(root)]
+        )
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
