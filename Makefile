@@ -18,9 +18,8 @@ $(STAMP): pyproject.toml setup.py src/diskaudit/scan/_fastwalk.c
 	$(BIN)/python setup.py --quiet build_ext --inplace
 	touch $(STAMP)
 
-# Until the daemon exists, `make run` scans the shipped config's roots once.
 run: install
-	$(BIN)/diskaudit scan --config $(CONFIG)
+	$(BIN)/diskaudit serve --config $(CONFIG)
 
 lint: install
 	$(BIN)/ruff check src tests bench

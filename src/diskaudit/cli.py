@@ -73,6 +73,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, metavar="SECONDS", help="give up after this long (exit 1)"
     )
 
+    serve = sub.add_parser(
+        "serve",
+        help="run the exporter daemon (background scans, /metrics)",
+        description="Run the daemon: scan the configured roots every scan-interval and serve "
+        "the latest results on bind-address (mode: http) or write them to output-file "
+        "(mode: file). SIGTERM/SIGINT stop it gracefully; a second signal exits at once.",
+    )
+    _add_scan_flags(serve)
+    serve.add_argument("--bind-address", metavar="HOST:PORT", help="listen address (http mode)")
+    serve.add_argument("--web-config-file", metavar="PATH", help="TLS and basic auth settings")
+
+    textfile = sub.add_parser(
+        "textfile",
+        help="scan once and write the metrics for node_exporter's textfile collector",
+        description="Scan every configured root once and write the Prometheus exposition to "
+        "--output atomically. Exit 1, leaving the previous file in place, if any root failed.",
+    )
+    _add_scan_flags(textfile)
+    textfile.add_argument("--output", required=True, metavar="PATH", help="the .prom file")
+
     check = sub.add_parser(
         "check-config",
         help="validate settings and print the effective values",
@@ -83,7 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
-    keys = ("dir_level", "max_procs", "chunk_size", "follow_symlinks", "one_file_system")
+    keys = (
+        "dir_level",
+        "max_procs",
+        "chunk_size",
+        "follow_symlinks",
+        "one_file_system",
+        "bind_address",
+        "web_config_file",
+    )
     out: dict[str, object] = {k: getattr(args, k, None) for k in keys}
     if getattr(args, "ignore_dirs", None) is not None:
         out["ignore_dirs"] = args.ignore_dirs
@@ -95,7 +123,12 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
 def _load(args: argparse.Namespace) -> Settings:
     from diskaudit.settings import load_settings
 
-    return load_settings(args.config, _overrides(args))
+    settings = load_settings(args.config, _overrides(args))
+    if settings.web_config_file and args.command in ("serve", "check-config"):
+        from diskaudit.http.webconfig import load_web_config
+
+        load_web_config(settings.web_config_file)  # its errors are configuration errors too
+    return settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -123,6 +156,14 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     if args.command == "check-config":
         return _check_config(settings)
+    if args.command == "serve":
+        from diskaudit.commands.serve import run_serve
+
+        return run_serve(settings)
+    if args.command == "textfile":
+        from diskaudit.commands.serve import run_textfile
+
+        return run_textfile(settings, args.output)
     if args.command == "scan":
         from diskaudit.commands.scan import run_scan
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +109,29 @@ def _check_bind_address(address: str) -> str:
     return address
 
 
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+
+
+def _parse_duration(value: object) -> object:
+    """``"5m"``, ``"1h30m"``, ``"250ms"``, or a number of seconds, as seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration like 30s, 5m, 1h30m or 250ms")
+    if not isinstance(value, (str, int, float)):
+        return value  # pydantic reports the wrong type
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = value.strip().replace(" ", "")
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"{value!r} is not a duration like 30s, 5m, 1h30m or 250ms")
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
 def _default_max_procs() -> int:
     return os.cpu_count() or 1
 
@@ -122,6 +146,9 @@ PathLevels = Annotated[dict[NonEmptyStr, Level], NoDecode, BeforeValidator(_pars
 IgnoreList = Annotated[tuple[IgnoreEntry, ...], NoDecode, BeforeValidator(_split_commas)]
 BindAddress = Annotated[str, AfterValidator(_check_bind_address)]
 Mode = Annotated[Literal["http", "file"], BeforeValidator(_lower)]
+#: Seconds; written as "5m", "30s", "1h30m", "250ms" or a number of seconds.
+Duration = Annotated[float, BeforeValidator(_parse_duration), Field(gt=0, allow_inf_nan=False)]
+MetricsCompat = Annotated[Literal["none", "dundee"], BeforeValidator(_lower)]
 LogLevel = Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)]
 
 # Raised by model validators for rules between fields; ctx["field"] names the field to blame, so
@@ -198,6 +225,31 @@ class Settings(BaseSettings):
         allow_inf_nan=False,
         description="Minutes between scans.",
     )
+    scan_interval: Duration | None = Field(
+        default=None,
+        description="Time between scans as a duration (5m, 30s); overrides scan-interval-minutes.",
+    )
+    scan_timeout: Duration = Field(
+        default=3600.0,
+        description="Deadline of one root's scan; a scan past it fails and is retried next time.",
+    )
+    shutdown_timeout: Duration = Field(
+        default=10.0,
+        description="How long a graceful stop (SIGTERM/SIGINT) may take before exiting anyway.",
+    )
+    io_budget: int | None = Field(
+        default=None,
+        ge=1,
+        description="Directory entries per second per root at most (null: unlimited).",
+    )
+    metrics_compat: MetricsCompat = Field(
+        default="none",
+        description="'dundee' adds node_disk_usage_bytes and node_disk_usage_level_1_bytes.",
+    )
+    web_config_file: NonEmptyStr | None = Field(
+        default=None,
+        description="exporter-toolkit web config (TLS, basic auth with bcrypt hashes).",
+    )
     log_level: LogLevel = Field(
         default="info",
         description="Least severe log level that is written.",
@@ -233,6 +285,12 @@ class Settings(BaseSettings):
         if self.multi_paths:
             return [RootSpec(os.path.abspath(p), level) for p, level in self.multi_paths.items()]
         return [RootSpec(os.path.abspath(self.analyzed_path), self.dir_level)]
+
+    def scan_interval_seconds(self) -> float:
+        """``scan-interval`` if set, else ``scan-interval-minutes``."""
+        if self.scan_interval is not None:
+            return self.scan_interval
+        return self.scan_interval_minutes * 60.0
 
     def bind_host_port(self) -> tuple[str, int]:
         """``bind_address`` split for socket APIs: IPv6 brackets removed, "" means all hosts."""

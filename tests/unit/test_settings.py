@@ -26,6 +26,12 @@ YAML_EXAMPLES: dict[str, tuple[object, object]] = {
     "mode": ("file", "file"),
     "output-file": ("/var/lib/node_exporter/disk.prom", "/var/lib/node_exporter/disk.prom"),
     "scan-interval-minutes": (0.5, 0.5),
+    "scan-interval": ("90s", 90.0),
+    "scan-timeout": ("1h30m", 5400.0),
+    "shutdown-timeout": (2.5, 2.5),
+    "io-budget": (5000, 5000),
+    "metrics-compat": ("dundee", "dundee"),
+    "web-config-file": ("/etc/diskaudit/web.yml", "/etc/diskaudit/web.yml"),
     "log-level": ("debug", "debug"),
 }
 
@@ -383,6 +389,34 @@ def test_to_yaml_dict_round_trips(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(dumped), encoding="utf-8")
 
     assert load_settings(path, env={}) == settings
+
+
+@pytest.mark.parametrize(
+    ("written", "seconds"),
+    [("5m", 300.0), ("1h30m", 5400.0), ("250ms", 0.25), ("45", 45.0), (12, 12.0), ("2d", 172800.0)],
+)
+def test_durations(tmp_path: Path, written: object, seconds: float) -> None:
+    path = tmp_path / "d.yaml"
+    path.write_text(yaml.safe_dump({"scan-interval": written}), encoding="utf-8")
+
+    assert load_settings(path, env={}).scan_interval_seconds() == seconds
+
+
+@pytest.mark.parametrize("written", ["5 minutes", "m5", "-5m", "0s", "true"])
+def test_bad_durations_name_the_key(tmp_path: Path, written: str) -> None:
+    path = tmp_path / "d.yaml"
+    path.write_text(f"scan-timeout: {written}\n", encoding="utf-8")
+
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}: scan-timeout:")
+
+
+def test_scan_interval_minutes_still_works_and_scan_interval_wins() -> None:
+    assert (
+        load_settings(overrides={"scan_interval_minutes": 2}, env={}).scan_interval_seconds() == 120
+    )
+    both = load_settings(overrides={"scan_interval_minutes": 2, "scan_interval": "10s"}, env={})
+    assert both.scan_interval_seconds() == 10
 
 
 def test_shipped_config_loads_cleanly() -> None:

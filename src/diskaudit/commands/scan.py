@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import anyio
 
+from diskaudit.exporter.scheduler import scan_config
 from diskaudit.render import display_path, failed_root_json, root_json, table
 from diskaudit.scan.model import RootUsage
-from diskaudit.scan.pool import ScanConfig, ScanError, ScanPool, WorkerError, open_scan_pool
+from diskaudit.scan.pool import ScanError, ScanPool, WorkerError, open_scan_pool
 from diskaudit.settings import RootSpec, Settings
 
 log = logging.getLogger(__name__)
@@ -27,16 +28,6 @@ class _Outcome:
     spec: RootSpec
     usage: RootUsage | None = None
     error: str | None = None
-
-
-def scan_config(settings: Settings, dir_level: int) -> ScanConfig:
-    return ScanConfig(
-        dir_level=dir_level,
-        chunk_size=settings.chunk_size,
-        follow_symlinks=settings.follow_symlinks,
-        one_file_system=settings.one_file_system,
-        ignore_dirs=tuple(settings.ignore_dirs),
-    )
 
 
 async def _scan_one(pool: ScanPool, settings: Settings, outcome: _Outcome) -> None:

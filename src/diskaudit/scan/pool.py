@@ -70,6 +70,8 @@ class ScanConfig:
     one_file_system: bool = False
     #: Absolute paths or fnmatch globs of directories never entered nor counted.
     ignore_dirs: tuple[str, ...] = ()
+    #: Entries per second at most for this root, shared by the workers (None: unlimited).
+    io_budget: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +234,8 @@ class ScanPool:
             ignore_paths=exact,
             ignore_globs=globs,
             deadline=deadline,
+            # Each worker keeps to its share; together they keep to the root's budget.
+            max_rate=config.io_budget / self.max_procs if config.io_budget else 0.0,
         )
         job = _Job(RootAccumulator(root, config.dir_level, st), options)
         job.pending.append([(root, 0, root, True)])
@@ -252,6 +256,17 @@ class ScanPool:
         if job.error is not None:
             raise job.error
         return job.acc.result(time.monotonic() - job.started)
+
+    @property
+    def implementation(self) -> str:
+        """How the workers read directories: "c", "python", or "unknown" before any started."""
+        return next((s.implementation for s in self._slots if s.proc is not None), "unknown")
+
+    def kill_now(self) -> None:
+        """SIGKILL every worker process, synchronously: for an exit that cannot wait."""
+        for slot in self._slots:
+            if slot.proc is not None and slot.proc.returncode is None:
+                slot.proc.kill()
 
     def statistics(self) -> PoolStatistics:
         return PoolStatistics(

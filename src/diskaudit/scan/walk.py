@@ -92,6 +92,7 @@ class WalkOptions:
         "follow_symlinks",
         "ignore_globs",
         "ignore_paths",
+        "max_rate",
         "one_file_system",
         "root",
         "root_dev",
@@ -108,6 +109,7 @@ class WalkOptions:
         ignore_paths: frozenset[str] = frozenset(),
         ignore_globs: tuple[str, ...] = (),
         deadline: float = NO_DEADLINE,
+        max_rate: float = 0.0,
     ) -> None:
         self.root = root
         self.dir_level = dir_level
@@ -122,6 +124,8 @@ class WalkOptions:
         self.ignore_globs = ignore_globs
         #: ``time.monotonic()`` value after which the walk must stop.
         self.deadline = deadline
+        #: Entries per second this worker may examine for this root (0: unlimited).
+        self.max_rate = max_rate
 
     def wire(self) -> tuple[object, ...]:
         return tuple(getattr(self, name) for name in self._FIELDS)
@@ -140,6 +144,7 @@ class WalkOptions:
         "ignore_paths",
         "ignore_globs",
         "deadline",
+        "max_rate",
     )
 
 

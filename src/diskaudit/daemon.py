@@ -1,0 +1,172 @@
+"""The composition root and lifecycle of ``diskaudit serve``.
+
+One task group owns everything: the scan pool (its worker slots), the scheduler and the HTTP
+server. Shutdown is staged: on SIGTERM/SIGINT stop scheduling and cancel scans in progress (their
+worker processes are killed), stop the server, end the pool; all of it within
+``shutdown-timeout``, after which whatever is left is cancelled. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass
+
+import anyio
+import anyio.abc
+from prometheus_client import CollectorRegistry, write_to_textfile
+from prometheus_client.process_collector import ProcessCollector
+
+from diskaudit.exporter.scheduler import run_scheduler, scan_all
+from diskaudit.exporter.state import ExporterState
+from diskaudit.metrics.disk_usage import DiskUsageCollector, ScanPoolCollector
+from diskaudit.scan.pool import ScanPool, open_scan_pool
+from diskaudit.settings import Settings
+
+log = logging.getLogger("diskaudit.daemon")
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_SECOND_SIGNAL = 130
+
+
+@dataclass
+class Exporter:
+    """What the daemon wires together; built by ``build_exporter``."""
+
+    settings: Settings
+    state: ExporterState
+    pool: ScanPool
+    registry: CollectorRegistry
+
+
+def build_registry(
+    state: ExporterState, pool: ScanPool | None, settings: Settings, *, process: bool
+) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(DiskUsageCollector(lambda: state.snapshot, compat=settings.metrics_compat))
+    if pool is not None:
+        registry.register(ScanPoolCollector(pool.statistics))
+    if process:
+        ProcessCollector(registry=registry)
+    return registry
+
+
+async def _watch_signals(
+    stop: anyio.Event, pool: ScanPool, *, task_status: anyio.abc.TaskStatus[None]
+) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
+        async for signum in signals:
+            if not stop.is_set():
+                log.info("%s: stopping (again to exit at once)", signal.Signals(signum).name)
+                stop.set()
+                continue
+            log.warning("second signal: exiting at once")
+            pool.kill_now()
+            os._exit(EXIT_SECOND_SIGNAL)
+
+
+async def serve_http(settings: Settings) -> int:
+    from diskaudit.http.app import build_app
+    from diskaudit.http.server import bind, make_server
+    from diskaudit.http.webconfig import BasicAuth, load_web_config
+
+    web = load_web_config(settings.web_config_file) if settings.web_config_file else None
+    host, port = settings.bind_host_port()
+    sock = bind(host, port)  # BindError before anything starts
+    state = ExporterState(settings.roots())
+    stop = anyio.Event()
+    server_done = anyio.Event()
+    scans = anyio.CancelScope()
+    async with open_scan_pool(settings.max_procs) as pool, anyio.create_task_group() as tg:
+        registry = build_registry(state, pool, settings, process=True)
+        auth = BasicAuth(web.users if web else {})
+        app = build_app(lambda: state.snapshot, registry, auth, implementation=pool.implementation)
+        server = make_server(app, web)
+
+        async def run_scans() -> None:
+            with scans:
+                await run_scheduler(pool, state, settings)
+
+        async def run_server() -> None:
+            try:
+                await server.serve([sock])
+            finally:
+                server_done.set()
+                stop.set()  # a server that died takes the daemon with it
+
+        await tg.start(_watch_signals, stop, pool)
+        tg.start_soon(run_scans)
+        tg.start_soon(run_server)
+        scheme = "https" if web and web.cert_file else "http"
+        log.info(
+            "serving on %s://%s/ (%d roots, %d scan workers, %s reader)",
+            scheme,
+            settings.bind_address,
+            len(settings.roots()),
+            settings.max_procs,
+            pool.implementation,
+        )
+        await stop.wait()
+        with anyio.move_on_after(settings.shutdown_timeout) as graceful:
+            scans.cancel()  # scans in progress end; their worker processes are killed
+            server.request_stop()
+            await server_done.wait()
+        if graceful.cancelled_caught:
+            log.warning(
+                "shutdown-timeout (%gs) passed: cancelling the rest", settings.shutdown_timeout
+            )
+        tg.cancel_scope.cancel()
+    log.info("stopped")
+    return EXIT_OK
+
+
+async def write_textfile_once(settings: Settings, output: str) -> int:
+    """Scan every root once and write the exposition atomically (temporary file in the same
+    directory, then rename). On any failed root the previous file is left in place."""
+    state = ExporterState(settings.roots())
+    async with open_scan_pool(settings.max_procs) as pool:
+        ok = await scan_all(pool, state, settings)
+    if not ok:
+        failed = [r.spec.path for r in state.snapshot.roots if not r.last_ok]
+        print(
+            f"diskaudit: not writing {output}: scan failed for {', '.join(failed)}",
+            file=sys.stderr,
+        )
+        return EXIT_RUNTIME
+    write_to_textfile(output, build_registry(state, None, settings, process=False))
+    log.info("wrote %s", output)
+    return EXIT_OK
+
+
+async def serve_textfile(settings: Settings, output: str) -> int:
+    """``mode: file`` as a daemon: after every round of scans, rewrite ``output`` atomically. A
+    failed root keeps its last good values, with ``diskaudit_scan_success`` 0."""
+    state = ExporterState(settings.roots())
+    stop = anyio.Event()
+    scans = anyio.CancelScope()
+    rounds_send, rounds = anyio.create_memory_object_stream[bool](1)
+    async with open_scan_pool(settings.max_procs) as pool, anyio.create_task_group() as tg:
+        registry = build_registry(state, pool, settings, process=False)
+
+        async def run_scans() -> None:
+            with scans:
+                await run_scheduler(pool, state, settings, after_round=rounds_send)
+
+        async def write_after_rounds() -> None:
+            async for _ in rounds:
+                await anyio.to_thread.run_sync(write_to_textfile, output, registry)
+                log.info("wrote %s", output)
+
+        await tg.start(_watch_signals, stop, pool)
+        tg.start_soon(run_scans)
+        tg.start_soon(write_after_rounds)
+        log.info("writing %s every %gs", output, settings.scan_interval_seconds())
+        await stop.wait()
+        scans.cancel()
+        tg.cancel_scope.cancel()
+    log.info("stopped")
+    return EXIT_OK

@@ -1,0 +1,1 @@
+"""The disk usage exporter: background scans into immutable snapshots, served as metrics."""

@@ -1,0 +1,1 @@
+"""The ASGI application and its server: routing, authentication, TLS. No business logic."""

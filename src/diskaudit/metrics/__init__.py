@@ -1,0 +1,1 @@
+"""Prometheus collectors. They read immutable snapshots and statistics; they never do I/O."""
