@@ -48,6 +48,10 @@ class RootSpec:
 
     path: str
     dir_level: int
+    #: Count files per size bucket in each reported directory (``size-buckets``).
+    size_buckets: bool = False
+    #: Report this many of the largest files (``top-files``).
+    top_files: int = 0
 
 
 # Value parsers: each accepts both the exporters' string form and the structured YAML form.
@@ -250,10 +254,31 @@ class Settings(BaseSettings):
         default=None,
         description="exporter-toolkit web config (TLS, basic auth with bcrypt hashes).",
     )
+    size_buckets: IgnoreList = Field(
+        default=(),
+        description="Roots whose directories also export file counts per size bucket.",
+    )
+    top_files: PathLevels = Field(
+        default_factory=dict,
+        description="Roots that also export their N largest files, as {root: N}.",
+    )
     log_level: LogLevel = Field(
         default="info",
         description="Least severe log level that is written.",
     )
+
+    @model_validator(mode="after")
+    def _per_root_options_name_roots(self) -> Self:
+        roots = {spec.path for spec in self._plain_roots()}
+        for name, paths in (("size_buckets", self.size_buckets), ("top_files", self.top_files)):
+            for path in paths:
+                if os.path.abspath(path) not in roots:
+                    raise PydanticCustomError(
+                        _CONFLICT,
+                        "{path} is not one of the scanned roots",
+                        {"field": name, "path": path},
+                    )
+        return self
 
     @model_validator(mode="after")
     def _file_mode_needs_output_file(self) -> Self:
@@ -282,6 +307,14 @@ class Settings(BaseSettings):
         Paths are made absolute against the working directory but not resolved: a symlinked root
         keeps the name the user gave it.
         """
+        buckets = {os.path.abspath(p) for p in self.size_buckets}
+        top = {os.path.abspath(p): n for p, n in self.top_files.items()}
+        return [
+            RootSpec(spec.path, spec.dir_level, spec.path in buckets, top.get(spec.path, 0))
+            for spec in self._plain_roots()
+        ]
+
+    def _plain_roots(self) -> list[RootSpec]:
         if self.multi_paths:
             return [RootSpec(os.path.abspath(p), level) for p, level in self.multi_paths.items()]
         return [RootSpec(os.path.abspath(self.analyzed_path), self.dir_level)]

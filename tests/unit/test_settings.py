@@ -32,6 +32,8 @@ YAML_EXAMPLES: dict[str, tuple[object, object]] = {
     "io-budget": (5000, 5000),
     "metrics-compat": ("dundee", "dundee"),
     "web-config-file": ("/etc/diskaudit/web.yml", "/etc/diskaudit/web.yml"),
+    "size-buckets": (["/"], ("/",)),
+    "top-files": ({"/": 5}, {"/": 5}),
     "log-level": ("debug", "debug"),
 }
 

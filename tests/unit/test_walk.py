@@ -191,3 +191,48 @@ def test_follow_symlinks_never_loops_and_walks_each_target_once(
         + os.stat(root / "a1" / "small").st_size
     )
     assert acc.result(0.0).total.apparent_bytes == expected
+
+
+def expected_buckets(directory: Path, bounds: tuple[int, ...]) -> list[int]:
+    """Size buckets of every non-directory beneath ``directory``, by lstat, like the walk."""
+    counts = [0] * (len(bounds) + 1)
+    for dirpath, dirnames, filenames in os.walk(directory):
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            size = os.lstat(os.path.join(dirpath, name)).st_size
+            counts[next((i for i, b in enumerate(bounds) if size <= b), len(bounds))] += 1
+    return counts
+
+
+def test_size_buckets_and_largest_files(tmp_path: Path, pure_python: bool) -> None:
+    root = build_awkward_tree(tmp_path / "t")
+    bounds = (100, 5000, 1 << 20)
+    st = os.stat(root)
+    opts = WalkOptions(root=str(root), dir_level=1, chunk_size=7, size_bounds=bounds, top_files=3)
+    acc = RootAccumulator(str(root), 1, st, size_bounds=bounds, top_files=3)
+    queue: list[list[DirItem]] = [[(str(root), 0, str(root), True)]]
+    while queue:
+        sink = ListSink(split_at={1, 3})
+        Walker(opts, sink, pure_python=pure_python).run(queue.pop())
+        for c in sink.chunks:
+            queue.extend(c.spilled)
+            acc.add_chunk(
+                c.totals,
+                c.linked_inodes,
+                c.linked_dirs,
+                c.entries,
+                c.errors,
+                c.samples,
+                c.big_files,
+            )
+    usage = acc.result(0.0)
+    assert usage.size_bounds == bounds
+    for e in usage.entries:
+        assert list(e.size_buckets) == expected_buckets(Path(e.path), bounds), e.path
+        assert sum(e.size_buckets) == e.files
+    sizes = sorted(
+        (os.lstat(os.path.join(d, f)).st_size, os.path.join(d, f))
+        for d, _, fs in os.walk(root)
+        for f in fs
+    )
+    assert [size for _, size in usage.largest_files] == [s for s, _ in sizes[-3:]][::-1]
+    assert usage.largest_files[0] == (str(root / "a1" / "sparse"), 50 * 1024 * 1024)

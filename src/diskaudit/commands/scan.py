@@ -33,7 +33,7 @@ class _Outcome:
 async def _scan_one(pool: ScanPool, settings: Settings, outcome: _Outcome) -> None:
     spec = outcome.spec
     try:
-        outcome.usage = await pool.scan(spec.path, scan_config(settings, spec.dir_level))
+        outcome.usage = await pool.scan(spec.path, scan_config(settings, spec))
     except (ScanError, WorkerError) as exc:
         outcome.error = str(exc)
     except TimeoutError:

@@ -16,10 +16,12 @@ from diskaudit.settings import RootSpec, Settings
 log = logging.getLogger(__name__)
 
 
-def scan_config(settings: Settings, dir_level: int) -> ScanConfig:
+def scan_config(settings: Settings, spec: RootSpec) -> ScanConfig:
     """The scan engine's view of the settings, for one root."""
     return ScanConfig(
-        dir_level=dir_level,
+        dir_level=spec.dir_level,
+        size_buckets=spec.size_buckets,
+        top_files=spec.top_files,
         chunk_size=settings.chunk_size,
         follow_symlinks=settings.follow_symlinks,
         one_file_system=settings.one_file_system,
@@ -36,7 +38,7 @@ async def scan_root(
     try:
         # The deadline of this root's scan is born here; the pool carries it to every unit.
         with anyio.fail_after(settings.scan_timeout):
-            usage = await pool.scan(spec.path, scan_config(settings, spec.dir_level))
+            usage = await pool.scan(spec.path, scan_config(settings, spec))
     except TimeoutError:
         error = f"did not finish within scan-timeout ({settings.scan_timeout:g}s)"
     except (ScanError, WorkerError) as exc:

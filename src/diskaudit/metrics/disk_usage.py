@@ -13,9 +13,19 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from diskaudit.exporter.state import Snapshot
+from diskaudit.render import display_path
 from diskaudit.scan.pool import PoolStatistics
 
 _CACHED = "Values come from the last completed background scan, not from this scrape."
+
+
+def label(path: str) -> str:
+    """A path as a label value. Label values are UTF-8; a name that is not (held by Python as
+    lone surrogates) is shown with ``\\xNN`` escapes for its undecodable bytes (ambiguous with
+    a name that really contains a backslash and "xNN", which docs/metrics.md accepts)."""
+    if path.isascii():
+        return path
+    return display_path(path)
 
 
 def _dir_families() -> tuple[GaugeMetricFamily, ...]:
@@ -75,6 +85,22 @@ def _root_families() -> tuple[GaugeMetricFamily, ...]:
     )
 
 
+def _extra_families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+    return (
+        GaugeMetricFamily(
+            "diskaudit_files_by_size",
+            "Files beneath the directory whose st_size is at most upper_bytes and above the next "
+            f"lower bound (size-buckets roots only). {_CACHED}",
+            labels=["path", "level", "upper_bytes"],
+        ),
+        GaugeMetricFamily(
+            "diskaudit_largest_file_bytes",
+            f"Apparent size of one of the root's largest files (top-files roots only). {_CACHED}",
+            labels=["root", "rank", "path"],
+        ),
+    )
+
+
 def _compat_families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
     return (
         GaugeMetricFamily(
@@ -102,6 +128,7 @@ class DiskUsageCollector(Collector):
         # Families without samples: registering the collector must not collect.
         yield from _dir_families()
         yield from _root_families()
+        yield from _extra_families()
         if self._compat:
             yield from _compat_families()
 
@@ -110,8 +137,9 @@ class DiskUsageCollector(Collector):
         disk, apparent, files, dirs = _dir_families()
         success, duration, last_success, entries, errors = _root_families()
         compat_all, compat_l1 = _compat_families()
+        by_size, largest = _extra_families()
         for r in snap.roots:
-            root = r.spec.path
+            root = label(r.spec.path)
             if r.last_ok is not None:
                 success.add_metric([root], 1.0 if r.last_ok else 0.0)
             if r.last_duration_s is not None:
@@ -122,20 +150,27 @@ class DiskUsageCollector(Collector):
                 continue
             entries.add_metric([root], r.usage.entries_scanned)
             errors.add_metric([root], r.usage.errors)
+            uppers = [str(b) for b in r.usage.size_bounds] + ["+Inf"]
+            for rank, (file_path, size) in enumerate(r.usage.largest_files, start=1):
+                largest.add_metric([root, str(rank), label(file_path)], size)
             for e in r.usage.entries:
-                labels = [e.path, str(e.level)]
+                path = label(e.path)
+                labels = [path, str(e.level)]
                 disk.add_metric(labels, e.disk_bytes)
                 apparent.add_metric(labels, e.apparent_bytes)
                 files.add_metric(labels, e.files)
                 dirs.add_metric(labels, e.dirs)
+                for upper, count in zip(uppers, e.size_buckets, strict=False):
+                    by_size.add_metric([*labels, upper], count)
                 if self._compat:
                     # dundee's semantics: every directory at the deepest reported level, and
                     # separately those at level 1.
                     if e.level == r.usage.dir_level:
-                        compat_all.add_metric([e.path], e.disk_bytes)
+                        compat_all.add_metric([path], e.disk_bytes)
                     if e.level == 1:
-                        compat_l1.add_metric([e.path], e.disk_bytes)
+                        compat_l1.add_metric([path], e.disk_bytes)
         yield from (disk, apparent, files, dirs, success, duration, last_success, entries, errors)
+        yield from (by_size, largest)
         if self._compat:
             yield from (compat_all, compat_l1)
 

@@ -9,7 +9,8 @@
  * semantics live in one place (walk.py) and this file stays small.
  *
  * Dir(fd): reads the directory open on fd (which stays owned by the caller).
- * Dir.scan(limit, follow, linked, key) -> (n, blocks, size, files, kind, name, a, b, c)
+ * Dir.scan(limit, follow, linked, key, totals, bounds, big)
+ *     -> (n, blocks, size, files, kind, name, a, b, c)
  *   n       entries examined, the stopping one included
  *   blocks  sum of st_blocks of plain entries (not directories, not reported in `linked`)
  *   size    sum of st_size of the same
@@ -17,7 +18,12 @@
  *   kind    STOP_END (directory exhausted), STOP_LIMIT (limit entries examined),
  *           STOP_DIR (name is a subdirectory: a=st_blocks, b=st_size, c=(st_dev, st_ino)),
  *           STOP_LINK (follow is true and name is a symlink: a=st_blocks, b=st_size),
- *           STOP_ERROR (name could not be stat'ed: a=errno)
+ *           STOP_ERROR (name could not be stat'ed: a=errno),
+ *           STOP_BIG (name is a file, already counted, with st_size >= big: a=st_size)
+ * Optional per-file extras, both off by default (None, None, -1):
+ *   totals, bounds  count each file in totals[4 + i] where i is the first bounds[i] >= st_size
+ *                   (len(bounds) if none): the size buckets of the file's directory
+ *   big             stop at every file of st_size >= big (-1: never), for the top-N largest
  * Entries with st_nlink > 1 are appended to `linked` as (st_dev, st_ino, st_blocks, st_size, key)
  * instead of being summed: the pool counts each such inode once per scan.
  */
@@ -31,7 +37,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-enum { STOP_END = 0, STOP_LIMIT = 1, STOP_DIR = 2, STOP_LINK = 3, STOP_ERROR = 4 };
+enum { STOP_END = 0, STOP_LIMIT = 1, STOP_DIR = 2, STOP_LINK = 3, STOP_ERROR = 4, STOP_BIG = 5 };
+
+#define MAX_BUCKETS 32
 
 typedef struct {
     PyObject_HEAD
@@ -78,10 +86,76 @@ static int Dir_init(DirObject *self, PyObject *args, PyObject *kwds) {
     return 0;
 }
 
-static PyObject *result(Py_ssize_t n, long long blocks, long long size, long long files, int kind,
-                        PyObject *name, PyObject *a, PyObject *b, PyObject *c) {
+typedef struct {
+    PyObject *totals; /* list, or NULL when buckets are off */
+    Py_ssize_t nbounds;
+    long long bounds[MAX_BUCKETS];
+    long long counts[MAX_BUCKETS + 1];
+} Buckets;
+
+/* Add the counts gathered since the last flush to totals[4 + i]. */
+static int flush_buckets(Buckets *bk) {
+    if (bk->totals == NULL) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i <= bk->nbounds; i++) {
+        if (bk->counts[i] == 0) {
+            continue;
+        }
+        PyObject *old = PyList_GET_ITEM(bk->totals, 4 + i);
+        long long value = PyLong_AsLongLong(old);
+        if (value == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        PyObject *sum = PyLong_FromLongLong(value + bk->counts[i]);
+        if (sum == NULL) {
+            return -1;
+        }
+        PyList_SetItem(bk->totals, 4 + i, sum); /* steals sum, releases old */
+        bk->counts[i] = 0;
+    }
+    return 0;
+}
+
+static PyObject *result(Buckets *bk, Py_ssize_t n, long long blocks, long long size,
+                        long long files, int kind, PyObject *name, PyObject *a, PyObject *b,
+                        PyObject *c) {
+    if (flush_buckets(bk) != 0) {
+        Py_XDECREF(name);
+        Py_XDECREF(a);
+        Py_XDECREF(b);
+        Py_XDECREF(c);
+        return NULL;
+    }
     /* "N" steals the references of name, a, b and c. */
     return Py_BuildValue("(nLLLiNNNN)", n, blocks, size, files, kind, name, a, b, c);
+}
+
+static int parse_buckets(Buckets *bk, PyObject *totals, PyObject *bounds) {
+    bk->totals = NULL;
+    bk->nbounds = 0;
+    if (totals == Py_None || bounds == Py_None) {
+        return 0;
+    }
+    if (!PyList_Check(totals) || !PyTuple_Check(bounds)) {
+        PyErr_SetString(PyExc_TypeError, "totals must be a list and bounds a tuple");
+        return -1;
+    }
+    Py_ssize_t nb = PyTuple_GET_SIZE(bounds);
+    if (nb > MAX_BUCKETS || PyList_GET_SIZE(totals) < 4 + nb + 1) {
+        PyErr_SetString(PyExc_ValueError, "too many bounds, or totals too short for them");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nb; i++) {
+        bk->bounds[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(bounds, i));
+        if (bk->bounds[i] == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+    }
+    memset(bk->counts, 0, sizeof(bk->counts));
+    bk->nbounds = nb;
+    bk->totals = totals;
+    return 0;
 }
 
 static PyObject *Dir_scan(DirObject *self, PyObject *args) {
@@ -89,12 +163,20 @@ static PyObject *Dir_scan(DirObject *self, PyObject *args) {
     int follow;
     PyObject *linked;
     PyObject *key;
-    if (!PyArg_ParseTuple(args, "npO!O", &limit, &follow, &PyList_Type, &linked, &key)) {
+    PyObject *totals = Py_None;
+    PyObject *bounds = Py_None;
+    long long big = -1;
+    if (!PyArg_ParseTuple(args, "npO!O|OOL", &limit, &follow, &PyList_Type, &linked, &key, &totals,
+                          &bounds, &big)) {
+        return NULL;
+    }
+    Buckets bk;
+    if (parse_buckets(&bk, totals, bounds) != 0) {
         return NULL;
     }
     if (self->dir == NULL) {
         /* Exhausted (or closed): like an iterator, it stays exhausted. */
-        return result(0, 0, 0, 0, STOP_END, Py_NewRef(Py_None), Py_NewRef(Py_None),
+        return result(&bk, 0, 0, 0, 0, STOP_END, Py_NewRef(Py_None), Py_NewRef(Py_None),
                       Py_NewRef(Py_None), Py_NewRef(Py_None));
     }
     Py_ssize_t n = 0;
@@ -109,11 +191,11 @@ static PyObject *Dir_scan(DirObject *self, PyObject *args) {
                  * the directory itself (empty name). */
                 int err = errno;
                 Dir_close_stream(self);
-                return result(n, blocks, size, files, STOP_ERROR, PyUnicode_FromString(""),
+                return result(&bk, n, blocks, size, files, STOP_ERROR, PyUnicode_FromString(""),
                               PyLong_FromLong(err), Py_NewRef(Py_None), Py_NewRef(Py_None));
             }
             Dir_close_stream(self);
-            return result(n, blocks, size, files, STOP_END, Py_NewRef(Py_None),
+            return result(&bk, n, blocks, size, files, STOP_END, Py_NewRef(Py_None),
                           Py_NewRef(Py_None), Py_NewRef(Py_None), Py_NewRef(Py_None));
         }
         const char *nm = ent->d_name;
@@ -123,22 +205,29 @@ static PyObject *Dir_scan(DirObject *self, PyObject *args) {
         n++;
         if (fstatat(self->fd, nm, &st, AT_SYMLINK_NOFOLLOW) != 0) {
             int err = errno;
-            return result(n, blocks, size, files, STOP_ERROR, PyUnicode_DecodeFSDefault(nm),
+            return result(&bk, n, blocks, size, files, STOP_ERROR, PyUnicode_DecodeFSDefault(nm),
                           PyLong_FromLong(err), Py_NewRef(Py_None), Py_NewRef(Py_None));
         }
         if (S_ISDIR(st.st_mode)) {
             PyObject *devino = Py_BuildValue("(KK)", (unsigned long long)st.st_dev,
                                              (unsigned long long)st.st_ino);
-            return result(n, blocks, size, files, STOP_DIR, PyUnicode_DecodeFSDefault(nm),
+            return result(&bk, n, blocks, size, files, STOP_DIR, PyUnicode_DecodeFSDefault(nm),
                           PyLong_FromLongLong((long long)st.st_blocks),
                           PyLong_FromLongLong((long long)st.st_size), devino);
         }
         if (follow && S_ISLNK(st.st_mode)) {
-            return result(n, blocks, size, files, STOP_LINK, PyUnicode_DecodeFSDefault(nm),
+            return result(&bk, n, blocks, size, files, STOP_LINK, PyUnicode_DecodeFSDefault(nm),
                           PyLong_FromLongLong((long long)st.st_blocks),
                           PyLong_FromLongLong((long long)st.st_size), Py_NewRef(Py_None));
         }
         files++;
+        if (bk.totals != NULL) {
+            Py_ssize_t i = 0;
+            while (i < bk.nbounds && st.st_size > bk.bounds[i]) {
+                i++;
+            }
+            bk.counts[i]++;
+        }
         if (st.st_nlink > 1) {
             PyObject *rec = Py_BuildValue("(KKLLO)", (unsigned long long)st.st_dev,
                                           (unsigned long long)st.st_ino, (long long)st.st_blocks,
@@ -152,8 +241,13 @@ static PyObject *Dir_scan(DirObject *self, PyObject *args) {
             blocks += st.st_blocks;
             size += st.st_size;
         }
+        if (big >= 0 && st.st_size >= big) {
+            return result(&bk, n, blocks, size, files, STOP_BIG, PyUnicode_DecodeFSDefault(nm),
+                          PyLong_FromLongLong((long long)st.st_size), Py_NewRef(Py_None),
+                          Py_NewRef(Py_None));
+        }
     }
-    return result(n, blocks, size, files, STOP_LIMIT, Py_NewRef(Py_None), Py_NewRef(Py_None),
+    return result(&bk, n, blocks, size, files, STOP_LIMIT, Py_NewRef(Py_None), Py_NewRef(Py_None),
                   Py_NewRef(Py_None), Py_NewRef(Py_None));
 }
 
@@ -164,7 +258,8 @@ static PyObject *Dir_close(DirObject *self, PyObject *Py_UNUSED(ignored)) {
 
 static PyMethodDef Dir_methods[] = {
     {"scan", (PyCFunction)Dir_scan, METH_VARARGS,
-     "scan(limit, follow, linked, key) -> (n, blocks, size, files, kind, name, a, b, c)"},
+     "scan(limit, follow, linked, key, totals=None, bounds=None, big=-1)"
+     " -> (n, blocks, size, files, kind, name, a, b, c)"},
     {"close", (PyCFunction)Dir_close, METH_NOARGS, "Release the directory stream."},
     {NULL, NULL, 0, NULL},
 };
@@ -200,7 +295,9 @@ PyMODINIT_FUNC PyInit__fastwalk(void) {
         PyModule_AddIntConstant(m, "STOP_LIMIT", STOP_LIMIT) < 0 ||
         PyModule_AddIntConstant(m, "STOP_DIR", STOP_DIR) < 0 ||
         PyModule_AddIntConstant(m, "STOP_LINK", STOP_LINK) < 0 ||
-        PyModule_AddIntConstant(m, "STOP_ERROR", STOP_ERROR) < 0) {
+        PyModule_AddIntConstant(m, "STOP_ERROR", STOP_ERROR) < 0 ||
+        PyModule_AddIntConstant(m, "STOP_BIG", STOP_BIG) < 0 ||
+        PyModule_AddIntConstant(m, "MAX_BUCKETS", MAX_BUCKETS) < 0) {
         Py_DECREF(m);
         return NULL;
     }

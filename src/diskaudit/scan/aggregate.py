@@ -20,20 +20,36 @@ class RootAccumulator:
     through links (so each is walked once and loops end).
     """
 
-    def __init__(self, root: str, dir_level: int, root_stat: os.stat_result) -> None:
+    def __init__(
+        self,
+        root: str,
+        dir_level: int,
+        root_stat: os.stat_result,
+        *,
+        size_bounds: tuple[int, ...] = (),
+        top_files: int = 0,
+    ) -> None:
         self.root = root
         self.dir_level = dir_level
-        self._own: dict[str, Totals] = {root: [root_stat.st_blocks, root_stat.st_size, 0, 0]}
+        self._size_bounds = size_bounds
+        self._width = 4 + (len(size_bounds) + 1 if size_bounds else 0)
+        self._top_files = top_files
+        self._big: list[tuple[int, str]] = []  # min-heap of the largest files seen
+        self._own: dict[str, Totals] = {root: self._zero()}
+        self._own[root][0:2] = [root_stat.st_blocks, root_stat.st_size]
         self._inodes: set[tuple[int, int]] = set()
         self._dirs: set[tuple[int, int]] = {(root_stat.st_dev, root_stat.st_ino)}
         self.entries = 0
         self.errors = 0
         self.samples: list[str] = []
 
+    def _zero(self) -> Totals:
+        return [0] * self._width
+
     def _slot(self, key: str) -> Totals:
         totals = self._own.get(key)
         if totals is None:
-            totals = self._own[key] = [0, 0, 0, 0]
+            totals = self._own[key] = self._zero()
         return totals
 
     def add_chunk(
@@ -44,14 +60,21 @@ class RootAccumulator:
         entries: int,
         errors: int,
         samples: Iterable[str],
+        big_files: Iterable[tuple[int, str]] = (),
     ) -> list[DirItem]:
         """Merge one chunk; return the linked directories accepted for walking."""
-        for key, (blocks, size, files, dirs) in totals.items():
+        for key, values in totals.items():
             t = self._slot(key)
-            t[0] += blocks
-            t[1] += size
-            t[2] += files
-            t[3] += dirs
+            for i, v in enumerate(values):
+                t[i] += v
+        if self._top_files:
+            import heapq
+
+            for candidate in big_files:
+                if len(self._big) < self._top_files:
+                    heapq.heappush(self._big, candidate)
+                elif candidate > self._big[0]:
+                    heapq.heapreplace(self._big, candidate)
         seen = self._inodes
         for dev, ino, blocks, size, key in linked_inodes:
             if (dev, ino) not in seen:
@@ -94,15 +117,13 @@ class RootAccumulator:
                 parent = self.root if levels[key] == 1 else os.path.dirname(key)
                 parents[key] = parent
                 if parent not in rolled:
-                    rolled[parent] = [0, 0, 0, 0]
+                    rolled[parent] = self._zero()
                     levels[parent] = levels[key] - 1
                 key = parent
         for key in sorted(parents, key=levels.__getitem__, reverse=True):
             p, t = rolled[parents[key]], rolled[key]
-            p[0] += t[0]
-            p[1] += t[1]
-            p[2] += t[2]
-            p[3] += t[3]
+            for i, v in enumerate(t):
+                p[i] += v
         entries = tuple(
             DirUsage(
                 path=key,
@@ -111,6 +132,7 @@ class RootAccumulator:
                 apparent_bytes=t[1],
                 files=t[2],
                 dirs=t[3],
+                size_buckets=tuple(t[4:]),
             )
             for key, t in sorted(rolled.items(), key=lambda kv: (levels[kv[0]], kv[0]))
         )
@@ -122,4 +144,6 @@ class RootAccumulator:
             duration_seconds=duration_seconds,
             entries=entries,
             error_samples=tuple(self.samples),
+            largest_files=tuple((path, size) for size, path in sorted(self._big, reverse=True)),
+            size_bounds=self._size_bounds,
         )

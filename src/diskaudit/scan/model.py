@@ -17,6 +17,9 @@ class DirUsage:
     apparent_bytes: int
     files: int
     dirs: int
+    #: Files beneath the directory per size bucket (see ``RootUsage.size_bounds``); empty when
+    #: size buckets are off for the root.
+    size_buckets: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,10 @@ class RootUsage:
     entries: tuple[DirUsage, ...]
     #: The first few errors, as "path: reason".
     error_samples: tuple[str, ...] = field(default=())
+    #: The largest files, largest first, as (path, st_size); empty unless top-files is on.
+    largest_files: tuple[tuple[str, int], ...] = field(default=())
+    #: Upper bounds in bytes of the size buckets (the last bucket is unbounded).
+    size_bounds: tuple[int, ...] = field(default=())
 
     @property
     def total(self) -> DirUsage:

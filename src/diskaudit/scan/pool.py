@@ -72,6 +72,16 @@ class ScanConfig:
     ignore_dirs: tuple[str, ...] = ()
     #: Entries per second at most for this root, shared by the workers (None: unlimited).
     io_budget: int | None = None
+    #: Count files per size bucket (``SIZE_BOUNDS``) in every reported directory.
+    size_buckets: bool = False
+    #: Report this many of the root's largest files (0: none).
+    top_files: int = 0
+
+
+#: Upper bounds of the file size buckets, in bytes: 4 KiB, 64 KiB, 1 MiB, 16 MiB, 256 MiB,
+#: 4 GiB; a last bucket holds the larger files. Powers of 16 apart: a few series per directory
+#: that still tell "many small files" from "a few huge ones".
+SIZE_BOUNDS = (4096, 65536, 1 << 20, 16 << 20, 256 << 20, 4 << 30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,8 +246,17 @@ class ScanPool:
             deadline=deadline,
             # Each worker keeps to its share; together they keep to the root's budget.
             max_rate=config.io_budget / self.max_procs if config.io_budget else 0.0,
+            size_bounds=SIZE_BOUNDS if config.size_buckets else (),
+            top_files=config.top_files,
         )
-        job = _Job(RootAccumulator(root, config.dir_level, st), options)
+        acc = RootAccumulator(
+            root,
+            config.dir_level,
+            st,
+            size_bounds=options.size_bounds,
+            top_files=config.top_files,
+        )
+        job = _Job(acc, options)
         job.pending.append([(root, 0, root, True)])
         self._jobs.append(job)
         self._notify()
@@ -382,11 +401,11 @@ class ScanPool:
 
     def _merge(self, slot: _Slot, job: _Job, fields: tuple[object, ...]) -> None:
         # The order of ``walk.Chunk.as_message``.
-        totals, inodes, linked_dirs, spilled, entries, errors, samples = cast(Any, fields)
+        totals, inodes, linked_dirs, spilled, entries, errors, samples, big = cast(Any, fields)
         slot.split_pending = False
         slot.entries += entries
         self._entries += entries
-        accepted = job.acc.add_chunk(totals, inodes, linked_dirs, entries, errors, samples)
+        accepted = job.acc.add_chunk(totals, inodes, linked_dirs, entries, errors, samples, big)
         if job.error is None:
             job.pending.extend(spilled)
             job.pending.extend([item] for item in accepted)

@@ -23,10 +23,10 @@ try:  # the C reader of directories; walk.py works without it, ~2x slower (docs/
     if os.environ.get("DISKAUDIT_PURE_PYTHON_WALK"):
         raise ImportError("DISKAUDIT_PURE_PYTHON_WALK is set")
     from diskaudit.scan import _fastwalk
-    from diskaudit.scan._fastwalk import STOP_DIR, STOP_END, STOP_LIMIT, STOP_LINK
+    from diskaudit.scan._fastwalk import STOP_BIG, STOP_DIR, STOP_END, STOP_LIMIT, STOP_LINK
 except ImportError:
     _fastwalk = None  # type: ignore[assignment]
-    STOP_END, STOP_LIMIT, STOP_DIR, STOP_LINK = 0, 1, 2, 3
+    STOP_END, STOP_LIMIT, STOP_DIR, STOP_LINK, STOP_BIG = 0, 1, 2, 3, 5
 
 #: Which implementation examines entries in this process: "c" or "python".
 IMPLEMENTATION = "python" if _fastwalk is None else "c"
@@ -77,7 +77,8 @@ LinkedInode = tuple[int, int, int, int, str]
 #: (item, st_dev, st_ino, st_blocks, st_size, parent_key)
 LinkedDir = tuple[DirItem, int, int, int, int, str]
 
-#: Per reported directory: [st_blocks, apparent bytes, files, dirs] contributed directly.
+#: Per reported directory: [st_blocks, apparent bytes, files, dirs, *size bucket counts]
+#: contributed directly (the buckets only when size_bounds is set).
 Totals = list[int]
 
 
@@ -96,6 +97,8 @@ class WalkOptions:
         "one_file_system",
         "root",
         "root_dev",
+        "size_bounds",
+        "top_files",
     )
 
     def __init__(
@@ -110,6 +113,8 @@ class WalkOptions:
         ignore_globs: tuple[str, ...] = (),
         deadline: float = NO_DEADLINE,
         max_rate: float = 0.0,
+        size_bounds: tuple[int, ...] = (),
+        top_files: int = 0,
     ) -> None:
         self.root = root
         self.dir_level = dir_level
@@ -126,6 +131,12 @@ class WalkOptions:
         self.deadline = deadline
         #: Entries per second this worker may examine for this root (0: unlimited).
         self.max_rate = max_rate
+        #: Upper bounds (bytes, ascending) of the file size buckets counted per reported
+        #: directory; () counts none. A file falls in the first bucket whose bound >= its size,
+        #: or in the last, unbounded one.
+        self.size_bounds = size_bounds
+        #: How many of the largest files (by st_size) to report; 0 reports none.
+        self.top_files = top_files
 
     def wire(self) -> tuple[object, ...]:
         return tuple(getattr(self, name) for name in self._FIELDS)
@@ -145,6 +156,8 @@ class WalkOptions:
         "ignore_globs",
         "deadline",
         "max_rate",
+        "size_bounds",
+        "top_files",
     )
 
 
@@ -156,6 +169,7 @@ class Chunk:
     """What a walker hands back at each chunk boundary. Plain attributes, cheap to pickle."""
 
     __slots__ = (
+        "big_files",
         "entries",
         "errors",
         "linked_dirs",
@@ -173,6 +187,9 @@ class Chunk:
         self.entries = 0
         self.errors = 0
         self.samples: list[str] = []
+        #: Files that made this walker's top-N so far: (st_size, path). Candidates only: the
+        #: pool keeps the N largest of all of them.
+        self.big_files: list[tuple[int, str]] = []
 
     def as_message(self) -> tuple[object, ...]:
         return (
@@ -183,6 +200,7 @@ class Chunk:
             self.entries,
             self.errors,
             self.samples,
+            self.big_files,
         )
 
 
@@ -237,6 +255,12 @@ class Walker:
         self._entries = 0  # entries examined since the last boundary
         self._use_c = _fastwalk is not None and not pure_python
         self._scan = self._scan_c if self._use_c else self._scan_py
+        # Optional per-file work (size buckets, top-N files); None/-1 when off, which keeps the
+        # hot loops as they are.
+        self._bounds = opts.size_bounds or None
+        self._width = 4 + (len(opts.size_bounds) + 1 if opts.size_bounds else 0)
+        self._top: list[int] = []  # min-heap of the top_files largest sizes seen by this walker
+        self._big = 0 if opts.top_files > 0 else -1  # report files of st_size >= _big
 
     # -- public ------------------------------------------------------------------------------
 
@@ -271,9 +295,16 @@ class Walker:
         linked = self._chunk.linked_inodes
         follow = self._opts.follow_symlinks
         limit = self._opts.chunk_size
+        bounds = self._bounds
         while True:
             n, blocks, size, files, kind, name, a, b, c = reader.scan(
-                limit - self._entries, follow, linked, frame.key
+                limit - self._entries,
+                follow,
+                linked,
+                frame.key,
+                t if bounds else None,
+                bounds,
+                self._big,
             )
             self._entries += n
             t[0] += blocks
@@ -289,6 +320,8 @@ class Walker:
                 return True
             elif kind == STOP_LIMIT:
                 return False
+            elif kind == STOP_BIG:
+                self._big_file(frame.prefix + name, a)
             elif kind == STOP_LINK:
                 self._follow_link(frame, name, a, b)
             else:  # STOP_ERROR; an empty name is an error reading the directory itself
@@ -309,6 +342,7 @@ class Walker:
         linked = self._chunk.linked_inodes
         follow = self._opts.follow_symlinks
         key = frame.key
+        extras = self._bounds is not None or self._big >= 0
         exhausted = True
         for entry in it:
             n += 1
@@ -334,6 +368,8 @@ class Walker:
                     else:
                         blocks += st.st_blocks
                         size += st.st_size
+                    if extras:
+                        self._file_extras(frame, entry.name, st.st_size)
             if n >= limit:
                 exhausted = False
                 break
@@ -497,6 +533,9 @@ class Walker:
                     self._opts.follow_symlinks,
                     self._chunk.linked_inodes,
                     frame.key,
+                    t if self._bounds else None,
+                    self._bounds,
+                    self._big,
                 )
                 examined += n
                 t[0] += blocks
@@ -506,6 +545,9 @@ class Walker:
                     break
                 if kind == STOP_DIR:
                     item = self._dir_entry(frame, name, a, b, c[0])
+                elif kind == STOP_BIG:
+                    self._big_file(frame.prefix + name, a)
+                    continue
                 elif kind == STOP_LINK:
                     self._follow_link(frame, name, a, b)
                     continue
@@ -548,14 +590,43 @@ class Walker:
         else:
             t[0] += st.st_blocks
             t[1] += st.st_size
+        if self._bounds is not None or self._big >= 0:
+            self._file_extras(frame, entry.name, st.st_size)
         return None
+
+    # -- optional per-file work: size buckets and the largest files ---------------------------
+
+    def _file_extras(self, frame: _Frame, name: str, size: int) -> None:
+        """The Python form of what the C reader does per file when extras are on."""
+        bounds = self._bounds
+        if bounds is not None:
+            i = 0
+            while i < len(bounds) and size > bounds[i]:
+                i += 1
+            frame.totals[4 + i] += 1
+        if 0 <= self._big <= size:
+            self._big_file(frame.prefix + name, size)
+
+    def _big_file(self, path: str, size: int) -> None:
+        import heapq  # only with top-files
+
+        top, n = self._top, self._opts.top_files
+        if len(top) < n:
+            heapq.heappush(top, size)
+        elif size > top[0]:
+            heapq.heapreplace(top, size)
+        else:
+            return
+        self._chunk.big_files.append((size, path))
+        if len(top) == n:
+            self._big = top[0] + 1  # only strictly larger files can still enter
 
     # -- bookkeeping -------------------------------------------------------------------------
 
     def _totals(self, key: str) -> Totals:
         totals = self._chunk.totals.get(key)
         if totals is None:
-            totals = self._chunk.totals[key] = [0, 0, 0, 0]
+            totals = self._chunk.totals[key] = [0] * self._width
         return totals
 
     def _error(self, path: str, exc: OSError) -> None:
