@@ -131,7 +131,9 @@ def daemon(tmp_path: Path, settings: dict[str, Any]) -> Iterator[Daemon]:
 
 def scrape(d: Daemon, headers: Mapping[str, str] | None = None) -> bytes:
     status, _, body = http_get(d.url + "/metrics", headers)
-    assert status == 200, f"/metrics answered {status}: {body[:300]!r}\n{d.log_text()[-3000:]}"
+    if status != 200:
+        d.stop()  # the log is complete (the server's traceback included) once it has exited
+        pytest.fail(f"/metrics answered {status} {body[:200]!r}; daemon log:\n{tail(d.log, 12)}")
     return body
 
 
@@ -152,44 +154,85 @@ def key(**labels: str) -> LabelKey:
     return tuple(sorted(labels.items()))
 
 
-# Trees.
+# diskaudit textfile.
 
 
-def utf8_awkward_tree(root: Path) -> Path:
-    """``build_awkward_tree`` without its directory whose name is not UTF-8.
+def run_textfile(config: Path, output: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*DISKAUDIT, "textfile", "--config", str(config), "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
-    For the tests whose subject is another component (Prometheus, node_exporter, content
-    negotiation): the names with newlines, quotes and backslashes stay. Invalid UTF-8 in the
-    exposition is covered by ``test_promtool_accepts_the_live_exposition``.
-    """
-    build_awkward_tree(root)
-    shutil.rmtree(root / os.fsdecode(NON_UTF8))
-    return root
+
+def write_config(path: Path, settings: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+# Label values.
+
+
+def label_of(path: str) -> str:
+    """A path as diskaudit writes it in a label (docs/metrics.md): as is when it is UTF-8, else
+    with ``\\xNN`` for each byte that is not."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 # 1. promtool.
 
+TOP_FILES = 1000  # every file of the awkward tree
+
+
+def every_family(root: Path) -> dict[str, Any]:
+    """Settings under which the root exports every family: size buckets and largest files too
+    (all of the awkward tree's files, so names with quotes, backslashes, newlines are labels)."""
+    return {
+        "analyzed-path": str(root),
+        "dir-level": 2,
+        "size-buckets": [str(root)],
+        "top-files": {str(root): TOP_FILES},
+    }
+
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("compat", ["none", "dundee"])
-@pytest.mark.parametrize("names", ["all-awkward", "utf8-only"])
-def test_promtool_accepts_the_live_exposition(tmp_path: Path, compat: str, names: str) -> None:
+def test_promtool_accepts_the_live_exposition(tmp_path: Path, compat: str) -> None:
     promtool = require("promtool")
-    tree = tmp_path / "tree"
-    root = build_awkward_tree(tree) if names == "all-awkward" else utf8_awkward_tree(tree)
-    settings = {
-        "analyzed-path": str(root),
-        "dir-level": 2,
-        "scan-interval": "1h",
-        "metrics-compat": compat,
-    }
+    root = build_awkward_tree(tmp_path / "tree")
+    settings = {**every_family(root), "scan-interval": "1h", "metrics-compat": compat}
     with daemon(tmp_path, settings) as d:
         body = scrape(d)
     text = body.decode()
     assert samples(text, "diskaudit_scan_success") == {key(root=str(root)): 1.0}
     assert ("\nnode_disk_usage_bytes{" in text) == (compat == "dundee")
+    assert samples(text, "diskaudit_files_by_size")
+    largest = {dict(labels)["path"] for labels in samples(text, "diskaudit_largest_file_bytes")}
+    assert str(root / "with\nnewline" / 'q"uote\\') in largest
     check = subprocess.run(
         [promtool, "check", "metrics"], input=body, capture_output=True, timeout=30, check=False
+    )
+    report = (check.stdout + check.stderr).decode(errors="replace")
+    assert (check.returncode, report) == (0, ""), report
+
+
+@pytest.mark.timeout(60)
+def test_promtool_accepts_the_textfile(tmp_path: Path) -> None:
+    promtool = require("promtool")
+    root = build_awkward_tree(tmp_path / "tree")
+    config = write_config(tmp_path / "diskaudit.yaml", every_family(root))
+    output = tmp_path / "out" / "diskaudit.prom"
+    output.parent.mkdir()
+    done = run_textfile(config, output)
+    assert done.returncode == 0, done.stderr[-2000:]
+    check = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=output.read_bytes(),
+        capture_output=True,
+        timeout=30,
+        check=False,
     )
     report = (check.stdout + check.stderr).decode(errors="replace")
     assert (check.returncode, report) == (0, ""), report
@@ -217,9 +260,10 @@ def promql_string(value: str) -> str:
 @pytest.mark.timeout(90)
 def test_prometheus_scrapes_the_daemon_and_answers_promql(tmp_path: Path) -> None:
     prometheus = require("prometheus")
-    root = utf8_awkward_tree(tmp_path / "tree")
+    root = build_awkward_tree(tmp_path / "tree")
     expected = du(root, depth=1, apparent=False)
-    level1 = {p: v for p, v in expected.items() if p != str(root)}
+    level1 = {label_of(p): v for p, v in expected.items() if p != str(root)}
+    assert label_of(str(root / os.fsdecode(NON_UTF8))) in level1  # labelled with \xNN escapes
     target = str(root / "a0")
     assert target in level1
 
@@ -263,7 +307,7 @@ def test_prometheus_scrapes_the_daemon_and_answers_promql(tmp_path: Path) -> Non
             assert metric["level"] == "1"
             assert int(float(result[0]["value"][1])) == expected[target]
 
-            # Every level-1 directory, the one with a newline in its name included.
+            # Every level-1 directory, those with a newline and with invalid UTF-8 included.
             everything = prom_query(base, f'{DISK}{{job="diskaudit",level="1"}}')
             got = {r["metric"]["path"]: int(float(r["value"][1])) for r in everything}
             assert got == level1
@@ -273,25 +317,10 @@ def test_prometheus_scrapes_the_daemon_and_answers_promql(tmp_path: Path) -> Non
 # 3. node_exporter's textfile collector.
 
 
-def run_textfile(config: Path, output: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*DISKAUDIT, "textfile", "--config", str(config), "--output", str(output)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def write_config(path: Path, settings: dict[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump(settings))
-    return path
-
-
 @pytest.mark.timeout(60)
 def test_node_exporter_reexports_the_textfile(tmp_path: Path) -> None:
     exporter = require("prometheus-node-exporter")
-    root = utf8_awkward_tree(tmp_path / "tree")
+    root = build_awkward_tree(tmp_path / "tree")
     collector_dir = tmp_path / "textfile"
     collector_dir.mkdir()
     output = collector_dir / "diskaudit.prom"
@@ -369,7 +398,7 @@ def stable_lines(body: bytes) -> list[str]:
 
 @pytest.mark.timeout(60)
 def test_openmetrics_and_gzip(tmp_path: Path) -> None:
-    root = utf8_awkward_tree(tmp_path / "tree")
+    root = build_awkward_tree(tmp_path / "tree")
     root_bytes = du(root, depth=0, apparent=False)[str(root)]
     # No scan after the first one: two scrapes differ only in the process_* samples.
     with daemon(tmp_path, {"analyzed-path": str(root), "dir-level": 2, "scan-interval": "1h"}) as d:
