@@ -282,22 +282,24 @@ async def test_openmetrics_when_asked() -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeEncodeError,
-    reason="BUG: a directory name that is not UTF-8 makes /metrics fail: prometheus_client "
-    "encodes the exposition with 'utf-8' and the path label holds lone surrogates "
-    "(UnicodeEncodeError: surrogates not allowed)",
-)
-async def test_metrics_with_a_path_that_is_not_utf8() -> None:
-    odd = f"{ROOT}/" + os.fsdecode(b"caf\xe9")
-    a = make_app(SPEC)
-    a.state.record_success(SPEC, root_usage(dir_usage(ROOT, 0, 10), dir_usage(odd, 1, 5)))
+async def test_names_that_are_not_utf8_are_shown_with_escapes() -> None:
+    """Label values must be UTF-8: an undecodable byte is shown as \\xNN, as everywhere else."""
+    root = "/d" + os.fsdecode(b"\xff")
+    spec = RootSpec(root, 1)
+    odd = f"{root}/" + os.fsdecode(b"caf\xe9")
+    a = make_app(spec)
+    a.state.record_success(
+        spec, root_usage(dir_usage(root, 0, 10), dir_usage(odd, 1, 5), spec=spec)
+    )
     r = await call(a.app, "/metrics")
     assert r.status == 200
-    samples = text_string_to_metric_families(r.body.decode("utf-8"))
-    paths = {s.labels.get("path") for f in samples for s in f.samples}
-    assert any(p is not None and p.startswith(f"{ROOT}/caf") for p in paths)
+    families = {f.name: f for f in text_string_to_metric_families(r.body.decode("utf-8"))}
+    disk = {s.labels["path"]: s.value for s in families["diskaudit_disk_usage_bytes"].samples}
+    assert disk == {"/d\\xff": 10, "/d\\xff/caf\\xe9": 5}
+    assert families["diskaudit_scan_success"].samples[0].labels["root"] == "/d\\xff"
+    # The page shows them the same way.
+    page = (await call(a.app, "/")).text
+    assert "/d\\xff" in page
 
 
 @pytest.mark.anyio
