@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import ErrorDetails, PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
@@ -136,6 +144,68 @@ def _parse_duration(value: object) -> object:
     return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
 
 
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
+}
+
+
+def _parse_size(value: object) -> object:
+    """``"2GiB"``, ``"500MB"``, ``"1.5 GiB"`` or a number of bytes, as bytes."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a size like 512MiB or 2GiB")
+    if not isinstance(value, str):
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", value)
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _SIZE_UNITS:
+        raise ValueError(f"{value!r} is not a size like 512MiB or 2GiB")
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+class Credential(BaseModel):
+    """A token for one git host, from an environment variable or a file; never from the
+    settings file itself (which is often world-readable and checked into repositories)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: NonEmptyStr
+    token_env: NonEmptyStr | None = None
+    token_file: NonEmptyStr | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dashed(cls, value: object) -> object:
+        if isinstance(value, dict):
+            return {str(k).replace("-", "_"): v for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.token_env is None) == (self.token_file is None):
+            raise ValueError("give exactly one of token-env and token-file")
+        return self
+
+    def token(self, env: Mapping[str, str] | None = None) -> str:
+        """Read the token now (so a rotated file is picked up). Raises ``OSError``/``KeyError``."""
+        if self.token_env is not None:
+            return (os.environ if env is None else env)[self.token_env]
+        assert self.token_file is not None
+        return Path(self.token_file).read_text(encoding="utf-8").strip()
+
+
 def _default_max_procs() -> int:
     return os.cpu_count() or 1
 
@@ -148,8 +218,11 @@ IgnoreEntry = Annotated[str, Field(min_length=1), AfterValidator(_check_ignore_e
 # seen through a `type X = ...` alias (pydantic-settings issue #715).
 PathLevels = Annotated[dict[NonEmptyStr, Level], NoDecode, BeforeValidator(_parse_multi_paths)]
 IgnoreList = Annotated[tuple[IgnoreEntry, ...], NoDecode, BeforeValidator(_split_commas)]
+StrList = Annotated[tuple[NonEmptyStr, ...], NoDecode, BeforeValidator(_split_commas)]
 BindAddress = Annotated[str, AfterValidator(_check_bind_address)]
 Mode = Annotated[Literal["http", "file"], BeforeValidator(_lower)]
+#: Bytes; written as "2GiB", "500MB" or a number of bytes.
+Size = Annotated[int, BeforeValidator(_parse_size), Field(gt=0)]
 #: Seconds; written as "5m", "30s", "1h30m", "250ms" or a number of seconds.
 Duration = Annotated[float, BeforeValidator(_parse_duration), Field(gt=0, allow_inf_nan=False)]
 MetricsCompat = Annotated[Literal["none", "dundee"], BeforeValidator(_lower)]
@@ -254,13 +327,51 @@ class Settings(BaseSettings):
         default=None,
         description="exporter-toolkit web config (TLS, basic auth with bcrypt hashes).",
     )
-    size_buckets: IgnoreList = Field(
+    size_buckets: StrList = Field(
         default=(),
         description="Roots whose directories also export file counts per size bucket.",
     )
     top_files: PathLevels = Field(
         default_factory=dict,
         description="Roots that also export their N largest files, as {root: N}.",
+    )
+    data_dir: NonEmptyStr = Field(
+        default="/var/lib/diskaudit",
+        description="Where clones (data-dir/clones) and, later, the job store live.",
+    )
+    job_timeout: Duration = Field(
+        default=900.0,
+        description="One deadline per repository audit: clone slot wait, clone, scan, audit.",
+    )
+    max_concurrent_clones: int = Field(
+        default=2,
+        ge=1,
+        description="Clones on disk at once; a slot is held until the clone is deleted.",
+    )
+    allowed_schemes: StrList = Field(
+        default=("https", "ssh", "git"),
+        description="URL schemes a repository may be cloned with (file:// needs allow-local-urls).",
+    )
+    allowed_hosts: StrList = Field(
+        default=(),
+        description="Hosts repositories may be cloned from ('*.example.com' allowed); [] = any.",
+    )
+    allow_local_urls: bool = Field(
+        default=False,
+        description="Allow file:// URLs and local paths (for tests; a local clone reads any file).",
+    )
+    credentials: tuple[Credential, ...] = Field(
+        default=(),
+        description="Tokens for private repositories: [{host, token-env | token-file}].",
+    )
+    clone_depth: int | None = Field(
+        default=None,
+        ge=1,
+        description="Shallow clone depth; null clones the full history (history metrics need it).",
+    )
+    max_repo_bytes: Size = Field(
+        default=2 * 1024**3,
+        description="A clone whose directory grows past this is stopped and the audit fails.",
     )
     log_level: LogLevel = Field(
         default="info",
@@ -396,7 +507,14 @@ def _problem(error: ErrorDetails, source_of: Callable[[str], str]) -> str:
         reason = _REASONS[error["type"]].format(**ctx)
     else:
         reason = f"is invalid: {error['msg']}"
+    if name in _SECRET_FIELDS:
+        # A token pasted where it does not belong must not be echoed into logs.
+        return _line(source_of(name), key, reason)
     return _line(source_of(name), key, f"{_show(error['input'])} {reason}")
+
+
+#: Fields whose values may hold secrets: their errors never show the value.
+_SECRET_FIELDS = {"credentials"}
 
 
 @dataclass

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from diskaudit.settings import ConfigError, RootSpec, Settings, load_settings
+from diskaudit.settings import ConfigError, Credential, RootSpec, Settings, load_settings
 
 SHIPPED_CONFIG = Path(__file__).parents[2] / "config" / "diskaudit.yaml"
 
@@ -34,6 +34,18 @@ YAML_EXAMPLES: dict[str, tuple[object, object]] = {
     "web-config-file": ("/etc/diskaudit/web.yml", "/etc/diskaudit/web.yml"),
     "size-buckets": (["/"], ("/",)),
     "top-files": ({"/": 5}, {"/": 5}),
+    "data-dir": ("/srv/diskaudit", "/srv/diskaudit"),
+    "job-timeout": ("30m", 1800.0),
+    "max-concurrent-clones": (1, 1),
+    "allowed-schemes": (["https"], ("https",)),
+    "allowed-hosts": ("github.com,*.example.org", ("github.com", "*.example.org")),
+    "allow-local-urls": (True, True),
+    "credentials": (
+        [{"host": "git.example.org", "token-env": "GIT_TOKEN"}],
+        (Credential(host="git.example.org", token_env="GIT_TOKEN"),),
+    ),
+    "clone-depth": (1, 1),
+    "max-repo-bytes": ("512MiB", 512 * 1024**2),
     "log-level": ("debug", "debug"),
 }
 
@@ -419,6 +431,45 @@ def test_scan_interval_minutes_still_works_and_scan_interval_wins() -> None:
     )
     both = load_settings(overrides={"scan_interval_minutes": 2, "scan_interval": "10s"}, env={})
     assert both.scan_interval_seconds() == 10
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"host": "h"}, "exactly one of token-env and token-file"),
+        ({"host": "h", "token-env": "A", "token-file": "/f"}, "exactly one"),
+        ({"host": "h", "token": "s3cret"}, "token"),
+    ],
+)
+def test_credentials_need_exactly_one_source(
+    tmp_path: Path, entry: dict[str, str], message: str
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"credentials": [entry]}), encoding="utf-8")
+
+    problems = problems_of(path)
+    assert problems
+    assert all(p.startswith(f"{path}: credentials") for p in problems)
+    assert message in "\n".join(problems)
+    assert "s3cret" not in "\n".join(problems)  # a token pasted inline is never echoed
+
+
+def test_credential_tokens_are_read_from_env_or_file(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("from-file\n", encoding="utf-8")
+
+    assert Credential(host="h", token_env="T").token({"T": "from-env"}) == "from-env"
+    assert Credential(host="h", token_file=str(token_file)).token() == "from-file"
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"), [("2GiB", 2 * 1024**3), ("500MB", 500 * 10**6), (4096, 4096)]
+)
+def test_sizes(tmp_path: Path, written: object, expected: int) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"max-repo-bytes": written}), encoding="utf-8")
+
+    assert load_settings(path, env={}).max_repo_bytes == expected
 
 
 def test_shipped_config_loads_cleanly() -> None:
