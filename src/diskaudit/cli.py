@@ -93,6 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scan_flags(textfile)
     textfile.add_argument("--output", required=True, metavar="PATH", help="the .prom file")
 
+    audit = sub.add_parser(
+        "audit",
+        help="clone a git repository once and report its size",
+        description="Clone URL (at --ref) under the clone limiter, measure it like git-sizer "
+        "plus its size on disk, delete the clone. One deadline: job-timeout.",
+    )
+    audit.add_argument("url", metavar="URL", help="https://, ssh:// or git:// repository URL")
+    audit.add_argument("--ref", help="branch or tag (default: the remote's default branch)")
+    audit.add_argument("--config", metavar="PATH", help="YAML settings file")
+    audit.add_argument("--format", choices=["table", "json"], default="table")
+
     check = sub.add_parser(
         "check-config",
         help="validate settings and print the effective values",
@@ -164,6 +175,10 @@ def _main(argv: Sequence[str] | None) -> int:
         from diskaudit.commands.serve import run_textfile
 
         return run_textfile(settings, args.output)
+    if args.command == "audit":
+        from diskaudit.commands.audit import run_audit
+
+        return run_audit(settings, args.url, args.ref, output_format=args.format)
     if args.command == "scan":
         from diskaudit.commands.scan import run_scan
 

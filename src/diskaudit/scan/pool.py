@@ -433,13 +433,20 @@ def _check_root(root: str) -> tuple[str, os.stat_result]:
 async def open_scan_pool(max_procs: int) -> AsyncIterator[ScanPool]:
     """A pool of ``max_procs`` slots in its own task group; processes end with the block."""
     pool = ScanPool(max_procs)
-    async with anyio.create_task_group() as tg:
-        for index in range(max_procs):
-            await tg.start(pool._run_slot, _Slot(index))
-        try:
-            yield pool
-        finally:
-            tg.cancel_scope.cancel()
+    try:
+        async with anyio.create_task_group() as tg:
+            for index in range(max_procs):
+                await tg.start(pool._run_slot, _Slot(index))
+            try:
+                yield pool
+            finally:
+                tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The slots never raise; what comes out is the caller's own exception, which the
+        # caller expects as it raised it, not wrapped in a group.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
 
 
 __all__ = [
