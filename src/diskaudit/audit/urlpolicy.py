@@ -19,7 +19,7 @@ MAX_URL_LENGTH = 2048
 MAX_REF_LENGTH = 255
 
 _TRANSPORT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9+.-]*::")
-_SCP_LIKE = re.compile(r"^(?:(?P<user>[^@/:]+)@)?(?P<host>[^/:]+):(?P<path>.*)$")
+_SCP_LIKE = re.compile(r"^(?:(?P<user>[^@/]+)@)?(?P<host>[^/:@]+):(?P<path>.*)$")
 _BAD_CHARS = re.compile(r"[\x00-\x20\x7f]")
 _BAD_REF = re.compile(r"(^-)|(\.\.)|(@\{)|(//)|([~^:?*\[\\])|(\.lock$)|(/$)|(^/)|(\.$)|(^@$)")
 
