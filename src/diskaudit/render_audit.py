@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from diskaudit.audit.model import AuditResult
+from diskaudit.audit.sizer import table
 from diskaudit.render import display_path, human_bytes
-
-
-def _value(metric: dict[str, Any]) -> str:
-    value = metric.get("value", "")
-    if metric.get("unit") == "bytes" and isinstance(value, int):
-        return human_bytes(value)
-    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 def audit_table(result: AuditResult) -> str:
@@ -34,17 +26,5 @@ def audit_table(result: AuditResult) -> str:
         f"    {human_bytes(e.disk_bytes):>8}  {display_path(e.path)}"
         for e in sorted(d.worktree, key=lambda e: -e.disk_bytes)[1:6]
     ]
-    if result.sizer:
-        rows = [
-            (str(m.get("title", name)), _value(m), str(m.get("stars", "")))
-            for name, m in result.sizer.items()
-            if isinstance(m, dict)
-        ]
-        width = max(len(r[0]) for r in rows) if rows else 10
-        lines += [
-            "",
-            f"| {'Name':<{width}} | {'Value':>10} | Level of concern",
-            f"| {'-' * width} | {'-' * 10} | {'-' * 16}",
-        ]
-        lines += [f"| {n:<{width}} | {v:>10} | {s}" for n, v, s in rows]
+    lines += ["", table(result.sizer)]
     return "\n".join(lines)

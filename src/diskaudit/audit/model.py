@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from diskaudit.audit.sizer import SizerReport
 from diskaudit.render import entry_json
 from diskaudit.scan.model import DirUsage
 
@@ -34,8 +35,8 @@ class AuditResult:
     scan_seconds: float
     sizer_seconds: float
     disk: DiskFigures
-    #: git-sizer's metrics (diskaudit.audit.sizer.SizerReport.to_json()).
-    sizer: dict[str, Any] = field(default_factory=dict)
+    #: git-sizer's metrics.
+    sizer: SizerReport
 
     def to_json(self) -> dict[str, Any]:
         d = self.disk
@@ -57,5 +58,5 @@ class AuditResult:
                 "worktree_files": d.worktree_files,
                 "worktree": [entry_json(e) for e in d.worktree],
             },
-            "sizer": self.sizer,
+            "sizer": self.sizer.to_json(),
         }

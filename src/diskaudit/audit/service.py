@@ -177,7 +177,7 @@ class AuditService:
             scan_seconds=t2 - t1,
             sizer_seconds=t3 - t2,
             disk=disk,
-            sizer=report.to_json(),
+            sizer=report,
         )
 
     # -- clone -------------------------------------------------------------------------------
