@@ -49,6 +49,7 @@ def _start(tree: Path, tmp: Path, **extra: object) -> tuple[subprocess.Popen[byt
         "scan-interval": "1h",
         "bind-address": f"127.0.0.1:{port}",
         "max-procs": 2,
+        "data-dir": str(tmp / "data"),
         **extra,
     }
     config.write_text(yaml.safe_dump(settings))

@@ -98,7 +98,8 @@ def running_daemon(
     """Start ``diskaudit serve`` with ``settings`` (dashed keys) on a free loopback port."""
     port = free_port()
     config = tmp_path / f"daemon-{port}.yaml"
-    config.write_text(yaml.safe_dump({"bind-address": f"127.0.0.1:{port}", **settings}))
+    defaults = {"bind-address": f"127.0.0.1:{port}", "data-dir": str(tmp_path / "data")}
+    config.write_text(yaml.safe_dump({**defaults, **settings}))
     log = tmp_path / f"daemon-{port}.log"
     with open(log, "wb") as log_file:
         proc = subprocess.Popen(

@@ -98,6 +98,8 @@ def make_repo(
     if commits < 1 or files < 0 or size < 0 or big_blob < 0:
         raise ValueError("commits >= 1; files, size, big_blob >= 0")
     path = Path(path)
+    if path.exists() and any(path.iterdir()):
+        raise FileExistsError(f"{path} exists and is not empty")
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="make_repo-") as tmp:
         work = Path(tmp, "work")
@@ -125,8 +127,8 @@ def make_repo(
 
 def add_tags(path: Path, count: int, *, prefix: str = "t") -> None:
     """Add ``count`` annotated tags (distinct objects, all on HEAD) to the bare repo ``path``:
-    many refs and many wants, which makes git's upload-pack requests gzipped (> 1 KiB) or, past
-    http.postBuffer (~64 KiB, ~1,300 tags), sent with Transfer-Encoding: chunked."""
+    many refs, many wants. A clone's fetch request is ~50 bytes a want: past 1 KiB git gzips it;
+    past http.postBuffer (1 MiB; ~20,000 tags) it sends it chunked (after a probe POST)."""
     env = isolated_git_env(path)
     head = _git(["--git-dir", str(path), "rev-parse", "HEAD"], env).strip()
     stream = "".join(
@@ -158,9 +160,10 @@ def make_repo_of_size(path: Path, target_bytes: int) -> Path:
 # --- processes ------------------------------------------------------------------------------
 
 
-def _proc_table() -> dict[int, tuple[int, str]]:
-    """pid -> (ppid, argv[0] or, for zombies and kernel threads, the comm name)."""
-    table: dict[int, tuple[int, str]] = {}
+def _proc_table() -> dict[int, tuple[int, str, bool]]:
+    """pid -> (ppid, argv[0], alive) for every process; ``alive`` is False for zombies (dead,
+    waiting to be reaped: nothing runs, nothing is held), whose argv[0] is their comm name."""
+    table: dict[int, tuple[int, str, bool]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -170,9 +173,9 @@ def _proc_table() -> dict[int, tuple[int, str]]:
         except OSError:  # gone meanwhile
             continue
         close = stat.rindex(b")")
-        fields = stat[close + 2 :].split()
+        state, ppid = stat[close + 2 :].split()[:2]
         argv0 = cmdline.split(b"\0", 1)[0] or stat[stat.index(b"(") + 1 : close]
-        table[int(entry.name)] = (int(fields[1]), os.fsdecode(argv0))
+        table[int(entry.name)] = (int(ppid), os.fsdecode(argv0), state not in (b"Z", b"X"))
     return table
 
 
@@ -180,28 +183,43 @@ def _is_git(argv0: str) -> bool:
     return argv0.endswith("git") or os.path.basename(argv0).startswith("git-")
 
 
-def git_processes(parent_pid: int) -> list[int]:
-    """Sorted pids of git processes (argv[0] ends with "git" or its basename starts with "git-")
-    descending from ``parent_pid`` (children, grandchildren, ...), zombies included. A process
-    whose parent died was re-parented and is no longer found here: compare
-    ``all_git_processes()`` before and after for those."""
+def git_processes(parent_pid: int, *, zombies: bool = False) -> list[int]:
+    """Sorted pids of live git processes (argv[0] ends with "git" or its basename starts with
+    "git-") descending from ``parent_pid`` (children, grandchildren, ...). Zombies only with
+    ``zombies=True``: a killed process is one at once, and orphans are reaped by init when it
+    gets to it. A process whose parent died was re-parented and is no longer found here:
+    compare ``all_git_processes()`` before and after for those."""
     table = _proc_table()
     children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
+    for pid, (ppid, _, _) in table.items():
         children.setdefault(ppid, []).append(pid)
     found: list[int] = []
     todo = list(children.get(parent_pid, []))
     while todo:
         pid = todo.pop()
-        if _is_git(table[pid][1]):
+        _, argv0, alive = table[pid]
+        if _is_git(argv0) and (alive or zombies):
             found.append(pid)
         todo.extend(children.get(pid, []))
     return sorted(found)
 
 
-def all_git_processes() -> set[int]:
-    """Pids of every git process on the machine (see ``git_processes`` for what counts)."""
-    return {pid for pid, (_, argv0) in _proc_table().items() if _is_git(argv0)}
+def all_git_processes(*, zombies: bool = False) -> set[int]:
+    """Pids of every live git process on the machine (see ``git_processes``)."""
+    return {
+        pid
+        for pid, (_, argv0, alive) in _proc_table().items()
+        if _is_git(argv0) and (alive or zombies)
+    }
+
+
+def wait_git_processes_gone(parent_pid: int, timeout_s: float = 5.0) -> list[int]:
+    """Poll ``git_processes(parent_pid)`` until it is empty or ``timeout_s`` passed (a process
+    sent SIGKILL by another thread may take a moment to die); returns what is left."""
+    deadline = time.monotonic() + timeout_s
+    while (left := git_processes(parent_pid)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return left
 
 
 def kill_process_group(proc: subprocess.Popen[bytes], *, sig: int = signal.SIGKILL) -> None:

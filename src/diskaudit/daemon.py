@@ -12,18 +12,20 @@ import logging
 import os
 import signal
 import sys
-from dataclasses import dataclass
+from functools import partial
 
 import anyio
 import anyio.abc
 from prometheus_client import CollectorRegistry, write_to_textfile
 from prometheus_client.process_collector import ProcessCollector
 
+from diskaudit.audit.service import AuditConfig, AuditService, prepare_dirs
+from diskaudit.audit.state import AuditState
 from diskaudit.exporter.scheduler import run_scheduler, scan_all
 from diskaudit.exporter.state import ExporterState
 from diskaudit.metrics.disk_usage import DiskUsageCollector, ScanPoolCollector
 from diskaudit.scan.pool import ScanPool, open_scan_pool
-from diskaudit.settings import Settings
+from diskaudit.settings import ConfigError, Settings
 
 log = logging.getLogger("diskaudit.daemon")
 
@@ -32,23 +34,23 @@ EXIT_RUNTIME = 1
 EXIT_SECOND_SIGNAL = 130
 
 
-@dataclass
-class Exporter:
-    """What the daemon wires together; built by ``build_exporter``."""
-
-    settings: Settings
-    state: ExporterState
-    pool: ScanPool
-    registry: CollectorRegistry
-
-
 def build_registry(
-    state: ExporterState, pool: ScanPool | None, settings: Settings, *, process: bool
+    state: ExporterState,
+    pool: ScanPool | None,
+    settings: Settings,
+    *,
+    process: bool,
+    audits: tuple[AuditState, AuditService] | None = None,
 ) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(DiskUsageCollector(lambda: state.snapshot, compat=settings.metrics_compat))
     if pool is not None:
         registry.register(ScanPoolCollector(pool.statistics))
+    if audits is not None:
+        from diskaudit.metrics.audit import AuditCollector
+
+        audit_state, service = audits
+        registry.register(AuditCollector(audit_state, service.slots))
     if process:
         ProcessCollector(registry=registry)
     return registry
@@ -77,12 +79,28 @@ async def serve_http(settings: Settings) -> int:
     web = load_web_config(settings.web_config_file) if settings.web_config_file else None
     host, port = settings.bind_host_port()
     sock = bind(host, port)  # BindError before anything starts
+    audit_config = AuditConfig.from_settings(settings)
+    try:
+        # Clones left by a crash go before anything else starts.
+        swept = await anyio.to_thread.run_sync(partial(prepare_dirs, audit_config, sweep=True))
+    except OSError as exc:
+        raise ConfigError(
+            [f"data-dir: {settings.data_dir!r} cannot be used: {exc.strerror or exc}"]
+        ) from None
+    if swept:
+        log.warning("removed %d clone directories left by an earlier run", swept)
     state = ExporterState(settings.roots())
     stop = anyio.Event()
     server_done = anyio.Event()
     scans = anyio.CancelScope()
     async with open_scan_pool(settings.max_procs) as pool, anyio.create_task_group() as tg:
-        registry = build_registry(state, pool, settings, process=True)
+        service = AuditService(
+            audit_config, pool, anyio.CapacityLimiter(settings.max_concurrent_clones)
+        )
+        audit_state = AuditState()
+        registry = build_registry(
+            state, pool, settings, process=True, audits=(audit_state, service)
+        )
         auth = BasicAuth(web.users if web else {})
         app = build_app(lambda: state.snapshot, registry, auth, implementation=pool.implementation)
         server = make_server(app, web)

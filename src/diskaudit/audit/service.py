@@ -104,23 +104,26 @@ def disk_usage(path: str) -> int:
     return total
 
 
+def prepare_dirs(config: AuditConfig, *, sweep: bool) -> int:
+    """Create data-dir's directories; with ``sweep``, delete clones left by a crash (only the
+    daemon sweeps: a one-shot CLI may share data-dir with a running daemon). Returns how many
+    were deleted. Blocking."""
+    config.git_home.mkdir(parents=True, exist_ok=True)
+    config.clones_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not sweep:
+        return 0
+    leftovers = list(config.clones_dir.iterdir())
+    for path in leftovers:
+        log.warning("removing clone left from an earlier run: %s", path)
+        shutil.rmtree(path, ignore_errors=True)
+    return len(leftovers)
+
+
 class AuditService:
     def __init__(self, config: AuditConfig, pool: ScanPool, limiter: anyio.CapacityLimiter) -> None:
         self.config = config
         self.pool = pool
         self.limiter = limiter
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def prepare(self) -> int:
-        """Create the directories and delete clones left by a crash. Returns how many."""
-        self.config.git_home.mkdir(parents=True, exist_ok=True)
-        self.config.clones_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        leftovers = list(self.config.clones_dir.iterdir())
-        for path in leftovers:
-            log.warning("removing clone left from an earlier run: %s", path)
-            shutil.rmtree(path, ignore_errors=True)
-        return len(leftovers)
 
     def slots(self) -> CloneSlots:
         s = self.limiter.statistics()

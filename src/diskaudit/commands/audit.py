@@ -11,13 +11,11 @@ from diskaudit.settings import Settings
 
 
 async def _audit(settings: Settings, url: str, ref: str | None) -> object:
-    from diskaudit.audit.service import AuditConfig, AuditService
+    from diskaudit.audit.service import AuditConfig, AuditService, prepare_dirs
     from diskaudit.scan.pool import open_scan_pool
 
     config = AuditConfig.from_settings(settings)
-    # No sweep of data-dir/clones here: a daemon may be using it; it sweeps at its start-up.
-    config.git_home.mkdir(parents=True, exist_ok=True)
-    config.clones_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    prepare_dirs(config, sweep=False)
     # The job's one deadline is born here and reaches the clone slot, git and every walk.
     with anyio.fail_after(settings.job_timeout):
         async with open_scan_pool(settings.max_procs) as pool:

@@ -12,6 +12,7 @@ from diskaudit.settings import Settings
 def run_serve(settings: Settings) -> int:
     from diskaudit.daemon import serve_http, serve_textfile
     from diskaudit.http.server import BindError
+    from diskaudit.settings import ConfigError
 
     try:
         if settings.mode == "file":
@@ -21,6 +22,9 @@ def run_serve(settings: Settings) -> int:
     except BindError as exc:
         print(f"diskaudit: {exc}", file=sys.stderr)
         return 1
+    except ConfigError as exc:
+        print(f"diskaudit: configuration error:\n{exc}", file=sys.stderr)
+        return 2
 
 
 def run_textfile(settings: Settings, output: str) -> int:
