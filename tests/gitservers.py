@@ -228,9 +228,20 @@ def kill_process_group(proc: subprocess.Popen[bytes], *, sig: int = signal.SIGKI
         os.killpg(proc.pid, sig)
 
 
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the group while its leader is still unreaped (so the pgid cannot have been
-    reused), then reap the leader."""
+def _stop_group(proc: subprocess.Popen[bytes], *, term_grace_s: float = 0.0) -> None:
+    """Stop the process group ``proc`` leads and reap ``proc``.
+
+    With ``term_grace_s``: SIGTERM the leader alone first and give it that long — ``git daemon``
+    forwards it to the ``git-daemon`` it runs and reaps it, which leaves no zombie for init.
+    Then SIGKILL the whole group (the leader is unreaped at that point, or was reaped just now,
+    so its pgid has not been reused) and reap the leader. Nothing if it was reaped before.
+    """
+    if proc.returncode is not None:
+        return
+    if term_grace_s > 0 and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        with suppress(subprocess.TimeoutExpired):
+            proc.wait(term_grace_s)
     kill_process_group(proc)
     proc.wait()
 
@@ -297,7 +308,7 @@ def git_daemon(root: Path, *, lifetime_s: float = DEFAULT_LIFETIME_S) -> Iterato
         else:
             log.seek(0)
             raise RuntimeError(f"git daemon did not start: {log.read().decode(errors='replace')}")
-        timer = threading.Timer(lifetime_s, kill_process_group, args=(proc,))
+        timer = threading.Timer(lifetime_s, _stop_group, args=(proc,), kwargs={"term_grace_s": 3})
         timer.daemon = True
         timer.start()
         try:
@@ -305,7 +316,7 @@ def git_daemon(root: Path, *, lifetime_s: float = DEFAULT_LIFETIME_S) -> Iterato
         finally:
             timer.cancel()
             timer.join()
-            _stop_group(proc)
+            _stop_group(proc, term_grace_s=3.0)
 
 
 # --- smart HTTP -----------------------------------------------------------------------------
@@ -361,6 +372,7 @@ class GitHTTPServer:
         self._stopped = False
         self._seen = 0
         self._conns: set[socket.socket] = set()
+        self._backends: set[subprocess.Popen[bytes]] = set()  # running, unreaped http-backends
         self._home = tempfile.TemporaryDirectory(prefix="git-http-")
         self._httpd = _HTTPServer((LOOPBACK, 0), _Handler)
         self._httpd.git = self
@@ -380,20 +392,21 @@ class GitHTTPServer:
     def stop(self) -> None:
         """Stop serving: wake delayed and stalled answers, cut open connections, kill running
         backends, join every thread. Idempotent; returns once everything has stopped."""
+        if threading.current_thread() is not self._timer:
+            self._timer.cancel()
+            self._timer.join()  # if it fired, its stop() is over when this returns
         with self._stop_lock:
             if self._stopped:
                 return
             self._stopped = True
             self._stopping.set()
-            self._timer.cancel()
-            if threading.current_thread() is not self._timer:
-                self._timer.join()
             self._httpd.shutdown()  # no more accepts once this returns
             with self._lock:
-                conns = list(self._conns)
-            for conn in conns:
-                with suppress(OSError):
-                    conn.shutdown(socket.SHUT_RDWR)
+                for conn in self._conns:
+                    with suppress(OSError):
+                        conn.shutdown(socket.SHUT_RDWR)
+                for proc in self._backends:  # unreaped: their handlers reap after discarding
+                    kill_process_group(proc)
             self._httpd.server_close()  # joins the handler threads
             self._thread.join()
             self._home.cleanup()
@@ -592,16 +605,23 @@ class _Handler(BaseHTTPRequestHandler):
                 start_new_session=True,
             )
             assert proc.stdout is not None
-            done = False
+            with git._lock:
+                git._backends.add(proc)
+            relayed = False
             try:
                 self._relay(cast(io.BufferedReader, proc.stdout), record, stall=stall)
-                proc.stdout.close()
-                proc.wait(timeout=60)
-                done = True
+                relayed = True
             finally:
-                if not done:
+                with git._lock:  # from here on stop() leaves this one to us
+                    git._backends.discard(proc)
+                proc.stdout.close()
+                if relayed:
+                    try:
+                        proc.wait(timeout=60)
+                    except subprocess.TimeoutExpired:
+                        _stop_group(proc)
+                else:
                     _stop_group(proc)
-                    proc.stdout.close()
                 stderr.seek(0)
                 if err := stderr.read().decode(errors="replace").strip():
                     with git._lock:
