@@ -45,6 +45,8 @@ _PERMANENT = (
 )
 _TRANSIENT = (
     "could not resolve host",
+    "failed to connect",
+    "couldn't connect",
     "connection refused",
     "connection timed out",
     "timed out",
