@@ -32,6 +32,7 @@ test: lint
 bench: install
 	$(BIN)/python -m bench.scan_bench $(BENCH_ARGS)
 	$(BIN)/python -m bench.daemon_bench
+	$(BIN)/python -m bench.audit_bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
