@@ -92,3 +92,35 @@ def test_missing_config_file_exits_2(tmp_path: Path) -> None:
     proc = run("check-config", "--config", str(tmp_path / "nope.yaml"))
     assert proc.returncode == 2
     assert "nope.yaml" in proc.stderr
+
+
+def test_audit_of_a_local_repository_as_json_and_table(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(src)], check=True)
+    (src / "a.txt").write_text("hello\n")
+    git = ["git", "-C", str(src), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data-dir: {tmp_path / 'data'}\nallow-local-urls: true\n")
+    proc = run("audit", "--config", str(config), "--format", "json", f"file://{src}")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["sizer"]["commit_count"]["value"] == 1
+    assert doc["disk"]["worktree_files"] == 1
+    assert doc["ref"] is None
+    table = run("audit", "--config", str(config), "--ref", "main", f"file://{src}")
+    assert table.returncode == 0, table.stderr
+    assert "Level of concern" in table.stdout
+    assert list((tmp_path / "data" / "clones").iterdir()) == []
+
+
+def test_audit_refuses_a_hostile_url_with_exit_2(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data-dir: {tmp_path / 'data'}\n")
+    proc = run("audit", "--config", str(config), "ext::sh -c touch% /tmp/pwned")
+    assert proc.returncode == 2
+    assert "refused" in proc.stderr
+    local = run("audit", "--config", str(config), str(tmp_path))
+    assert local.returncode == 2
+    assert "local paths are not allowed" in local.stderr
