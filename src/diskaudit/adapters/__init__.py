@@ -1,0 +1,1 @@
+"""Adapters of the ports the core defines: job stores (SQLite; later PostgreSQL)."""

@@ -1,0 +1,1 @@
+"""Durable repository audit jobs: the model, the store port, and the runner."""

@@ -1,0 +1,143 @@
+"""An in-memory job store, for tests (and for users' tests). Same contract as the SQLite one,
+minus durability."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+
+from diskaudit.jobs.model import FINAL, Job, Status
+from diskaudit.jobs.store import JobStore
+
+
+class MemoryJobStore(JobStore):
+    def __init__(self) -> None:
+        self._jobs: dict[str, Job] = {}
+        #: Set to make every write fail, as a full disk would.
+        self.fail_writes: str | None = None
+
+    def _check_writable(self) -> None:
+        if self.fail_writes is not None:
+            from diskaudit.jobs.store import StoreError
+
+            raise StoreError(self.fail_writes)
+
+    def _put(self, job: Job, status: Status, now: float, **changes: object) -> Job:
+        new = replace(job, status=status, history=(*job.history, (status, now)), **changes)  # type: ignore[arg-type]
+        self._jobs[job.id] = new
+        return new
+
+    async def submit(self, url: str, ref: str | None, *, now: float) -> tuple[Job, bool]:
+        for job in self._jobs.values():
+            if (job.url, job.ref) == (url, ref) and job.status in (Status.QUEUED, Status.RUNNING):
+                return job, False
+        self._check_writable()
+        job = Job(
+            id=uuid.uuid4().hex,
+            url=url,
+            ref=ref,
+            status=Status.QUEUED,
+            attempts=0,
+            created_at=now,
+            history=((Status.QUEUED, now),),
+        )
+        self._jobs[job.id] = job
+        return job, True
+
+    async def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    async def list(self, *, status: Status | None = None, limit: int = 100) -> list[Job]:
+        jobs = [j for j in self._jobs.values() if status is None or j.status == status]
+        return sorted(jobs, key=lambda j: (j.created_at, j.id), reverse=True)[:limit]
+
+    async def claim(self, *, now: float) -> Job | None:
+        ready = [
+            j for j in self._jobs.values() if j.status == Status.QUEUED and j.not_before <= now
+        ]
+        if not ready:
+            return None
+        self._check_writable()
+        job = min(ready, key=lambda j: (j.created_at, j.id))
+        return self._put(
+            job, Status.RUNNING, now, attempts=job.attempts + 1, started_at=now, error=None
+        )
+
+    def _running(self, job_id: str) -> Job:
+        job = self._jobs[job_id]
+        if job.status != Status.RUNNING:
+            raise ValueError(f"job {job_id} is {job.status}, not running")
+        return job
+
+    async def finish(
+        self,
+        job_id: str,
+        status: Status,
+        *,
+        now: float,
+        error: str | None = None,
+        result: dict[str, object] | None = None,
+    ) -> Job:
+        if status not in FINAL:
+            raise ValueError(f"{status} is not a final status")
+        job = self._running(job_id)
+        self._check_writable()
+        return self._put(job, status, now, finished_at=now, error=error, result=result)
+
+    async def requeue(
+        self,
+        job_id: str,
+        *,
+        now: float,
+        not_before: float,
+        error: str | None = None,
+        refund_attempt: bool = False,
+    ) -> Job:
+        job = self._running(job_id)
+        self._check_writable()
+        attempts = job.attempts - 1 if refund_attempt else job.attempts
+        return self._put(
+            job, Status.QUEUED, now, attempts=attempts, not_before=not_before, error=error
+        )
+
+    async def cancel(self, job_id: str, *, now: float) -> Job | None:
+        job = self._jobs.get(job_id)
+        if job is None or job.status.final:
+            return job
+        self._check_writable()
+        if job.status == Status.QUEUED:
+            return self._put(job, Status.CANCELLED, now, finished_at=now)
+        new = replace(job, cancel_requested=True)
+        self._jobs[job_id] = new
+        return new
+
+    async def recover(self, *, now: float, max_attempts: int) -> int:
+        stuck = [j for j in self._jobs.values() if j.status == Status.RUNNING]
+        for job in stuck:
+            if job.attempts >= max_attempts:
+                self._put(
+                    job,
+                    Status.FAILED,
+                    now,
+                    finished_at=now,
+                    error="the daemon stopped during the last allowed attempt",
+                )
+            else:
+                self._put(job, Status.QUEUED, now, not_before=now)
+        return len(stuck)
+
+    async def prune(self, *, finished_before: float) -> int:
+        old = [
+            j.id
+            for j in self._jobs.values()
+            if j.status.final and j.finished_at is not None and j.finished_at < finished_before
+        ]
+        for job_id in old:
+            del self._jobs[job_id]
+        return len(old)
+
+    async def counts(self) -> dict[Status, int]:
+        out = dict.fromkeys(Status, 0)
+        for job in self._jobs.values():
+            out[job.status] += 1
+        return out
