@@ -206,6 +206,18 @@ class Credential(BaseModel):
         return Path(self.token_file).read_text(encoding="utf-8").strip()
 
 
+class Repository(BaseModel):
+    """A repository the daemon audits on its own, every ``interval``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: NonEmptyStr
+    ref: NonEmptyStr | None = None
+    interval: Annotated[
+        float, BeforeValidator(lambda v: _parse_duration(v)), Field(gt=0, allow_inf_nan=False)
+    ] = 86400.0
+
+
 def _default_max_procs() -> int:
     return os.cpu_count() or 1
 
@@ -373,6 +385,36 @@ class Settings(BaseSettings):
         default=2 * 1024**3,
         description="A clone whose directory grows past this is stopped and the audit fails.",
     )
+    job_workers: int = Field(
+        default=2,
+        ge=1,
+        description="Jobs audited at once by the daemon (clones are limited separately).",
+    )
+    max_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="Attempts of a job before a transient failure becomes final.",
+    )
+    job_retention: Duration = Field(
+        default=30 * 86400.0,
+        description="Finished jobs and their results are deleted after this long.",
+    )
+    shutdown_grace: Duration = Field(
+        default=5.0,
+        description="On stop, how long running jobs may finish before being queued again.",
+    )
+    api_token: NonEmptyStr | None = Field(
+        default=None,
+        description="Bearer token of the job API (prefer api-token-file or the environment).",
+    )
+    api_token_file: NonEmptyStr | None = Field(
+        default=None,
+        description="File holding the job API's bearer token.",
+    )
+    repositories: tuple[Repository, ...] = Field(
+        default=(),
+        description="Repositories audited on their own: [{url, ref, interval}].",
+    )
     log_level: LogLevel = Field(
         default="info",
         description="Least severe log level that is written.",
@@ -441,8 +483,24 @@ class Settings(BaseSettings):
         return _split_host_port(self.bind_address)
 
     def to_yaml_dict(self) -> dict[str, object]:
-        """Effective settings under their dashed YAML keys; ``load_settings`` reads it back."""
-        return {_dash(name): value for name, value in self.model_dump(mode="json").items()}
+        """Effective settings under their dashed YAML keys; ``load_settings`` reads it back.
+        Secrets (``api-token``) are masked."""
+        out = {_dash(name): value for name, value in self.model_dump(mode="json").items()}
+        if out.get("api-token") is not None:
+            out["api-token"] = "***"
+        out["credentials"] = [
+            {_dash(k): v for k, v in c.items() if v is not None}
+            for c in out["credentials"]  # type: ignore[attr-defined]
+        ]
+        return out
+
+    def read_api_token(self) -> str | None:
+        """The job API's token: api-token, else the content of api-token-file. Raises OSError."""
+        if self.api_token is not None:
+            return self.api_token
+        if self.api_token_file is not None:
+            return Path(self.api_token_file).read_text(encoding="utf-8").strip() or None
+        return None
 
 
 # Loading.
@@ -514,7 +572,7 @@ def _problem(error: ErrorDetails, source_of: Callable[[str], str]) -> str:
 
 
 #: Fields whose values may hold secrets: their errors never show the value.
-_SECRET_FIELDS = {"credentials"}
+_SECRET_FIELDS = {"credentials", "api_token"}
 
 
 @dataclass

@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from diskaudit.settings import ConfigError, Credential, RootSpec, Settings, load_settings
+from diskaudit.settings import (
+    ConfigError,
+    Credential,
+    Repository,
+    RootSpec,
+    Settings,
+    load_settings,
+)
 
 SHIPPED_CONFIG = Path(__file__).parents[2] / "config" / "diskaudit.yaml"
 
@@ -46,6 +53,16 @@ YAML_EXAMPLES: dict[str, tuple[object, object]] = {
     ),
     "clone-depth": (1, 1),
     "max-repo-bytes": ("512MiB", 512 * 1024**2),
+    "job-workers": (4, 4),
+    "max-attempts": (5, 5),
+    "job-retention": ("7d", 7 * 86400.0),
+    "shutdown-grace": ("20s", 20.0),
+    "api-token": ("s3cret-token", "s3cret-token"),
+    "api-token-file": ("/etc/diskaudit/api-token", "/etc/diskaudit/api-token"),
+    "repositories": (
+        [{"url": "https://h/r.git", "interval": "6h"}],
+        (Repository(url="https://h/r.git", interval=21600.0),),
+    ),
     "log-level": ("debug", "debug"),
 }
 
