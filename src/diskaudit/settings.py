@@ -490,7 +490,7 @@ class Settings(BaseSettings):
             out["api-token"] = "***"
         out["credentials"] = [
             {_dash(k): v for k, v in c.items() if v is not None}
-            for c in out["credentials"]  # type: ignore[attr-defined]
+            for c in out["credentials"]
         ]
         return out
 
