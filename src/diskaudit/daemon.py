@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 from functools import partial
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
@@ -20,12 +22,18 @@ from prometheus_client import CollectorRegistry, write_to_textfile
 from prometheus_client.process_collector import ProcessCollector
 
 from diskaudit.audit.service import AuditConfig, AuditService, prepare_dirs
-from diskaudit.audit.state import AuditState
+from diskaudit.audit.state import AuditState, audit_and_record
 from diskaudit.exporter.scheduler import run_scheduler, scan_all
 from diskaudit.exporter.state import ExporterState
+from diskaudit.jobs.background import QueueCounts, enqueue_on_interval, prune_forever
+from diskaudit.jobs.runner import JobRunner, RunnerConfig
+from diskaudit.jobs.store import JobStore, StoreError
 from diskaudit.metrics.disk_usage import DiskUsageCollector, ScanPoolCollector
 from diskaudit.scan.pool import ScanPool, open_scan_pool
 from diskaudit.settings import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from diskaudit.http.webconfig import WebConfig
 
 log = logging.getLogger("diskaudit.daemon")
 
@@ -71,12 +79,25 @@ async def _watch_signals(
             os._exit(EXIT_SECOND_SIGNAL)
 
 
+async def _open_store(settings: Settings) -> JobStore:
+    from diskaudit.adapters.sqlite_store import SQLiteJobStore
+
+    path = os.path.join(settings.data_dir, "diskaudit.db")
+    try:
+        return await SQLiteJobStore.open(path)
+    except (OSError, StoreError) as exc:
+        raise ConfigError([f"data-dir: the job store {path!r} cannot be opened: {exc}"]) from None
+
+
 async def serve_http(settings: Settings) -> int:
-    from diskaudit.http.app import build_app
-    from diskaudit.http.server import bind, make_server
-    from diskaudit.http.webconfig import BasicAuth, load_web_config
+    from diskaudit.http.server import bind
+    from diskaudit.http.webconfig import load_web_config
 
     web = load_web_config(settings.web_config_file) if settings.web_config_file else None
+    try:
+        api_token = settings.read_api_token()
+    except OSError as exc:
+        raise ConfigError([f"api-token-file: cannot be read: {exc.strerror or exc}"]) from None
     host, port = settings.bind_host_port()
     sock = bind(host, port)  # BindError before anything starts
     audit_config = AuditConfig.from_settings(settings)
@@ -89,25 +110,73 @@ async def serve_http(settings: Settings) -> int:
         ) from None
     if swept:
         log.warning("removed %d clone directories left by an earlier run", swept)
+    store = await _open_store(settings)
+    try:
+        return await _serve(settings, web, api_token, sock, audit_config, store)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await store.close()
+
+
+async def _serve(
+    settings: Settings,
+    web: WebConfig | None,
+    api_token: str | None,
+    sock: socket.socket,
+    audit_config: AuditConfig,
+    store: JobStore,
+) -> int:
+    from diskaudit.http.app import build_app
+    from diskaudit.http.jobs_api import job_routes
+    from diskaudit.http.server import make_server
+    from diskaudit.http.webconfig import BasicAuth
+    from diskaudit.metrics.jobs import JobsCollector
+
     state = ExporterState(settings.roots())
     stop = anyio.Event()
     server_done = anyio.Event()
     scans = anyio.CancelScope()
+    background = anyio.CancelScope()
+    counts = QueueCounts()
     async with open_scan_pool(settings.max_procs) as pool, anyio.create_task_group() as tg:
         service = AuditService(
             audit_config, pool, anyio.CapacityLimiter(settings.max_concurrent_clones)
         )
         audit_state = AuditState()
+        runner = JobRunner(
+            store,
+            partial(audit_and_record, service, audit_state),
+            RunnerConfig(
+                workers=settings.job_workers,
+                max_attempts=settings.max_attempts,
+                job_timeout_s=settings.job_timeout,
+            ),
+        )
         registry = build_registry(
             state, pool, settings, process=True, audits=(audit_state, service)
         )
-        auth = BasicAuth(web.users if web else {})
-        app = build_app(lambda: state.snapshot, registry, auth, implementation=pool.implementation)
+        registry.register(JobsCollector(counts, lambda: runner.running_jobs))
+        app = build_app(
+            lambda: state.snapshot,
+            registry,
+            BasicAuth(web.users if web else {}),
+            implementation=pool.implementation,
+            api_routes=job_routes(store, runner, audit_config.policy),
+            api_token=api_token,
+        )
         server = make_server(app, web)
 
         async def run_scans() -> None:
             with scans:
                 await run_scheduler(pool, state, settings)
+
+        async def run_background() -> None:
+            with background:
+                async with anyio.create_task_group() as btg:
+                    btg.start_soon(counts.refresh_forever, store)
+                    btg.start_soon(prune_forever, store, settings.job_retention)
+                    for repo in settings.repositories:
+                        btg.start_soon(enqueue_on_interval, store, runner, repo)
 
         async def run_server() -> None:
             try:
@@ -117,20 +186,26 @@ async def serve_http(settings: Settings) -> int:
                 stop.set()  # a server that died takes the daemon with it
 
         await tg.start(_watch_signals, stop, pool)
+        await tg.start(runner.run)  # recovers jobs a dead daemon left running
         tg.start_soon(run_scans)
+        tg.start_soon(run_background)
         tg.start_soon(run_server)
-        scheme = "https" if web and web.cert_file else "http"
         log.info(
-            "serving on %s://%s/ (%d roots, %d scan workers, %s reader)",
-            scheme,
+            "serving on %s://%s/ (%d roots, %d scan workers, %s reader, %d job workers)",
+            "https" if web and web.cert_file else "http",
             settings.bind_address,
             len(settings.roots()),
             settings.max_procs,
             pool.implementation,
+            settings.job_workers,
         )
         await stop.wait()
         with anyio.move_on_after(settings.shutdown_timeout) as graceful:
-            scans.cancel()  # scans in progress end; their worker processes are killed
+            # In this order: no new jobs, running ones finish within shutdown-grace or go back
+            # to the queue (their clones removed); scans end (workers killed); the server stops.
+            await runner.shutdown(settings.shutdown_grace)
+            background.cancel()
+            scans.cancel()
             server.request_stop()
             await server_done.wait()
         if graceful.cancelled_caught:

@@ -489,8 +489,7 @@ class Settings(BaseSettings):
         if out.get("api-token") is not None:
             out["api-token"] = "***"
         out["credentials"] = [
-            {_dash(k): v for k, v in c.items() if v is not None}
-            for c in out["credentials"]
+            {_dash(k): v for k, v in c.items() if v is not None} for c in out["credentials"]
         ]
         return out
 

@@ -164,9 +164,7 @@ def _transition(
     conn: sqlite3.Connection, job_id: str, status: Status, now: float, **changes: object
 ) -> None:
     sets = ", ".join(["status = ?", *(f"{column} = ?" for column in changes)])
-    conn.execute(
-        f"UPDATE jobs SET {sets} WHERE id = ?", (status.value, *changes.values(), job_id)
-    )
+    conn.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (status.value, *changes.values(), job_id))
     conn.execute(
         "INSERT INTO job_events (job_id, status, at) VALUES (?, ?, ?)",
         (job_id, status.value, now),
@@ -174,7 +172,7 @@ def _transition(
 
 
 def _running(conn: sqlite3.Connection, job_id: str) -> sqlite3.Row:
-    row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    row: sqlite3.Row | None = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
     if row is None:
         raise KeyError(job_id)
     if row["status"] != Status.RUNNING:
@@ -202,9 +200,7 @@ class SQLiteJobStore(JobStore):
         if self._conn is not None:
             return
         try:
-            self._conn = await anyio.to_thread.run_sync(
-                _connect, self.path, limiter=self._limiter
-            )
+            self._conn = await anyio.to_thread.run_sync(_connect, self.path, limiter=self._limiter)
         except sqlite3.Error as e:
             raise StoreError(f"the job store cannot open {self.path}: {e}") from e
 
@@ -309,15 +305,22 @@ class SQLiteJobStore(JobStore):
     async def claim(self, *, now: float) -> Job | None:
         def run(conn: sqlite3.Connection) -> Job | None:
             row = conn.execute(
-                "SELECT id FROM jobs WHERE status = 'queued' AND not_before <= ?"
+                "SELECT id, attempts FROM jobs WHERE status = 'queued' AND not_before <= ?"
                 " ORDER BY created_at, id LIMIT 1",
                 (now,),
             ).fetchone()
             if row is None:
                 return None
             job_id: str = row["id"]
-            conn.execute("UPDATE jobs SET attempts = attempts + 1 WHERE id = ?", (job_id,))
-            _transition(conn, job_id, Status.RUNNING, now, started_at=now, error=None)
+            _transition(
+                conn,
+                job_id,
+                Status.RUNNING,
+                now,
+                attempts=row["attempts"] + 1,
+                started_at=now,
+                error=None,
+            )
             return _must_load(conn, job_id)
 
         return await self._write(run)
@@ -337,9 +340,7 @@ class SQLiteJobStore(JobStore):
 
         def run(conn: sqlite3.Connection) -> Job:
             _running(conn, job_id)
-            _transition(
-                conn, job_id, status, now, finished_at=now, error=error, result=encoded
-            )
+            _transition(conn, job_id, status, now, finished_at=now, error=error, result=encoded)
             return _must_load(conn, job_id)
 
         return await self._write(run)

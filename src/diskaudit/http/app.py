@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from diskaudit import __version__
 from diskaudit.exporter.state import RootStatus, Snapshot
+from diskaudit.http.jobs_api import ApiAuthMiddleware
 from diskaudit.http.webconfig import BasicAuth
 from diskaudit.render import display_path, human_bytes
 
@@ -35,7 +36,8 @@ class BasicAuthMiddleware:
         self.auth = auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.auth.enabled:
+        # The job API (/api/) has its own bearer-token authentication (ApiAuthMiddleware).
+        if scope["type"] == "http" and self.auth.enabled and not scope["path"].startswith("/api/"):
             header = dict(scope["headers"]).get(b"authorization")
             if not self.auth.check(header.decode("latin-1") if header else None):
                 response = PlainTextResponse(
@@ -54,6 +56,8 @@ def build_app(
     auth: BasicAuth,
     *,
     implementation: str = "unknown",
+    api_routes: list[Route] | None = None,
+    api_token: str | None = None,
 ) -> Starlette:
     async def metrics(request: Request) -> Response:
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
@@ -91,8 +95,12 @@ def build_app(
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/version", version),
+            *(api_routes or []),
         ],
-        middleware=[Middleware(BasicAuthMiddleware, auth=auth)],
+        middleware=[
+            Middleware(BasicAuthMiddleware, auth=auth),
+            Middleware(ApiAuthMiddleware, token=api_token),
+        ],
     )
 
 
