@@ -150,6 +150,7 @@ async def _serve(
                 workers=settings.job_workers,
                 max_attempts=settings.max_attempts,
                 job_timeout_s=settings.job_timeout,
+                backoff_s=settings.retry_backoff,
             ),
         )
         registry = build_registry(

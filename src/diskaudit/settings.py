@@ -395,6 +395,10 @@ class Settings(BaseSettings):
         ge=1,
         description="Attempts of a job before a transient failure becomes final.",
     )
+    retry_backoff: Duration = Field(
+        default=30.0,
+        description="Wait before the first retry of a transient failure; x4 each time, max 1h.",
+    )
     job_retention: Duration = Field(
         default=30 * 86400.0,
         description="Finished jobs and their results are deleted after this long.",

@@ -55,6 +55,7 @@ YAML_EXAMPLES: dict[str, tuple[object, object]] = {
     "max-repo-bytes": ("512MiB", 512 * 1024**2),
     "job-workers": (4, 4),
     "max-attempts": (5, 5),
+    "retry-backoff": ("1s", 1.0),
     "job-retention": ("7d", 7 * 86400.0),
     "shutdown-grace": ("20s", 20.0),
     "api-token": ("s3cret-token", "s3cret-token"),

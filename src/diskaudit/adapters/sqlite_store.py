@@ -201,7 +201,7 @@ class SQLiteJobStore(JobStore):
             return
         try:
             self._conn = await anyio.to_thread.run_sync(_connect, self.path, limiter=self._limiter)
-        except sqlite3.Error as e:
+        except (sqlite3.Error, OSError) as e:
             raise StoreError(f"the job store cannot open {self.path}: {e}") from e
 
     async def close(self) -> None:
