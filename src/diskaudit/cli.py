@@ -104,6 +104,34 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--config", metavar="PATH", help="YAML settings file")
     audit.add_argument("--format", choices=["table", "json"], default="table")
 
+    jobs = sub.add_parser(
+        "jobs",
+        help="submit, list, show and cancel audit jobs of a running daemon",
+        description="A client of the daemon's job API. The server defaults to bind-address; "
+        "the token to api-token, api-token-file or DISKAUDIT_API_TOKEN.",
+    )
+    jobs.add_argument("--config", metavar="PATH", help="YAML settings file")
+    jobs.add_argument("--server", metavar="URL", help="daemon URL, e.g. http://127.0.0.1:9995")
+    jobs.add_argument("--json", action="store_true", help="print JSON")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
+    submit = jobs_sub.add_parser("submit", help="queue an audit of URL")
+    submit.add_argument("url", metavar="URL")
+    submit.add_argument("--ref", help="branch or tag")
+    submit.add_argument("--wait", action="store_true", help="wait until the job ends")
+    submit.add_argument(
+        "--wait-timeout", type=float, default=3600, metavar="SECONDS", help="with --wait"
+    )
+    listing = jobs_sub.add_parser("list", help="list jobs, newest first")
+    listing.add_argument(
+        "--status",
+        choices=["queued", "running", "succeeded", "failed", "timed_out", "cancelled"],
+    )
+    listing.add_argument("--limit", type=int, default=50)
+    show = jobs_sub.add_parser("show", help="one job, with its result")
+    show.add_argument("id")
+    cancel = jobs_sub.add_parser("cancel", help="cancel a queued or running job")
+    cancel.add_argument("id")
+
     check = sub.add_parser(
         "check-config",
         help="validate settings and print the effective values",
@@ -179,6 +207,10 @@ def _main(argv: Sequence[str] | None) -> int:
         from diskaudit.commands.audit import run_audit
 
         return run_audit(settings, args.url, args.ref, output_format=args.format)
+    if args.command == "jobs":
+        from diskaudit.commands.jobs import run_jobs
+
+        return run_jobs(settings, args)
     if args.command == "scan":
         from diskaudit.commands.scan import run_scan
 
