@@ -5,13 +5,15 @@ Cancelling ``anyio.run_process`` kills only the direct child; ``git clone`` leav
 ``git-remote-https``, ``index-pack`` or ``ssh`` behind. So git runs with
 ``start_new_session=True`` (it leads a new process group), stdin from /dev/null, and on deadline
 or cancellation the whole group gets SIGTERM, then SIGKILL after ``KILL_GRACE_S``, and git is
-reaped — all shielded, so the cancellation that asked for it cannot interrupt it.
+reaped — all shielded, so the cancellation that asked for it cannot interrupt it. If the daemon
+itself is killed, the kernel tells the group's leader, which kills the group (``_GROUP_LEADER``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -61,6 +63,28 @@ def hardened_env(home: str, extra: Mapping[str, str] | None = None) -> dict[str,
     if extra:
         env.update(extra)
     return env
+
+
+#: git runs in its own session and reads nothing from us, so if the daemon is killed (even by
+#: SIGKILL) nothing would tell git or its helpers (git-remote-http waiting on a slow server,
+#: index-pack): they would run on, orphaned, outside the clone limit. So git is started by a
+#: small shell that leads the process group and gets SIGTERM from the kernel when the daemon
+#: dies (``setpriv --pdeathsig``, util-linux); on SIGTERM, from the kernel or from ``_terminate``,
+#: it SIGKILLs the whole group.
+_GROUP_LEADER = (
+    [
+        "setpriv",
+        "--pdeathsig",
+        "TERM",
+        "--",
+        "sh",
+        "-c",
+        'trap "kill -KILL 0" TERM; "$@" & wait $!',
+        "diskaudit-git",
+    ]
+    if shutil.which("setpriv")
+    else []
+)
 
 
 def kill_group(pid: int, sig: int) -> None:
@@ -113,7 +137,7 @@ async def open_git(
     # Shielded: a cancellation inside open_process would leave a git nobody kills.
     with anyio.CancelScope(shield=True):
         proc = await anyio.open_process(
-            ["git", *args],
+            [*_GROUP_LEADER, "git", *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

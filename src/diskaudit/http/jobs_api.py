@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -188,7 +189,8 @@ def job_routes(
         except ValueError:
             allowed = ", ".join(s.value for s in Status)
             return _problem(422, f"status must be one of {allowed}")
-        if not limit_arg.isdigit() or not 1 <= int(limit_arg) <= MAX_LIST:
+        # ASCII digits only: str.isdigit() accepts "²", which int() then refuses.
+        if not re.fullmatch(r"[0-9]{1,4}", limit_arg) or not 1 <= int(limit_arg) <= MAX_LIST:
             return _problem(422, f"limit must be an integer from 1 to {MAX_LIST}")
         jobs = await store.list(status=status, limit=int(limit_arg))
         return JSONResponse({"jobs": [j.to_json() for j in jobs]})
