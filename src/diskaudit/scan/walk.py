@@ -15,6 +15,7 @@ by path.
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from stat import S_ISDIR, S_ISLNK
@@ -63,6 +64,11 @@ MAX_OPEN_DIRS = 64
 
 #: Errors kept with their paths per chunk; the rest are only counted.
 MAX_ERROR_SAMPLES = 5
+#: A longer path in an error sample keeps only its beginning and end.
+MAX_SAMPLE_PATH = 512
+
+#: Paths at least this long are opened piecewise (the kernel refuses PATH_MAX = 4096 bytes).
+LONG_PATH_BYTES = 3800
 
 #: A directory to walk: (path, level, key, follow). ``key`` is the reported directory its
 #: contents count towards (itself when ``level <= dir_level``); ``follow`` opens it even if
@@ -76,6 +82,8 @@ LinkedInode = tuple[int, int, int, int, str]
 #: A directory reached through a followed symlink: the pool decides whether it was seen before.
 #: (item, st_dev, st_ino, st_blocks, st_size, parent_key)
 LinkedDir = tuple[DirItem, int, int, int, int, str]
+
+DevIno = tuple[int, int]
 
 #: Per reported directory: [st_blocks, apparent bytes, files, dirs, *size bucket counts]
 #: contributed directly (the buckets only when size_bounds is set).
@@ -161,6 +169,32 @@ class WalkOptions:
     )
 
 
+def open_dir_path(path: str, *, follow: bool) -> int:
+    """Open the directory ``path``, even one longer than PATH_MAX (a chain 50,000 directories
+    deep): then by pieces of under ``LONG_PATH_BYTES``, each relative to the previous one.
+    ``follow``: the last component may be a symlink (roots and followed links)."""
+    last_flags = O_DIR if follow else O_DIR_NOFOLLOW
+    raw = os.fsencode(path)
+    if len(raw) < LONG_PATH_BYTES:
+        return os.open(raw, last_flags)
+    parts = raw.split(b"/")
+    fd = os.open(b"/" if raw.startswith(b"/") else b".", O_DIR)
+    piece: list[bytes] = []
+    length = 0  # of b"/".join(piece)
+    try:
+        for part in (p for p in parts if p):
+            if piece and length + 1 + len(part) >= LONG_PATH_BYTES:
+                next_fd = os.open(b"/".join(piece), O_DIR_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd, piece, length = next_fd, [], 0
+            length += len(part) + (1 if piece else 0)
+            piece.append(part)
+        result = os.open(b"/".join(piece), last_flags, dir_fd=fd)
+    finally:
+        os.close(fd)
+    return result
+
+
 class DeadlineExceeded(Exception):
     """The unit's deadline passed; raised at a chunk boundary."""
 
@@ -208,10 +242,15 @@ class _Frame:
     """An open directory on the walker's stack: read by the C reader when it is available,
     else by ``os.scandir``."""
 
-    __slots__ = ("fd", "it", "key", "level", "prefix", "reader", "totals")
+    __slots__ = ("devino", "fd", "it", "key", "level", "prefix", "reader", "totals")
 
-    def __init__(self, fd: int, path: str, level: int, key: str, *, use_c: bool) -> None:
+    def __init__(
+        self, fd: int, path: str, level: int, key: str, devino: DevIno, *, use_c: bool
+    ) -> None:
         self.fd = fd
+        #: (st_dev, st_ino) of this directory: a subdirectory with the same identity as an open
+        #: ancestor is a cycle (a bind mount of an ancestor) and is not entered.
+        self.devino = devino
         self.reader: _fastwalk.Dir | None = None
         self.it: Iterator[os.DirEntry[str]] | None = None
         if use_c:
@@ -253,6 +292,8 @@ class Walker:
         self._frames: list[_Frame] = []
         self._todo: list[DirItem] = []
         self._entries = 0  # entries examined since the last boundary
+        #: (st_dev, st_ino) of the open frames, with counts (for cycle detection).
+        self._ancestors: dict[DevIno, int] = {}
         self._use_c = _fastwalk is not None and not pure_python
         self._scan = self._scan_c if self._use_c else self._scan_py
         # Optional per-file work (size buckets, top-N files); None/-1 when off, which keeps the
@@ -276,12 +317,12 @@ class Walker:
                 if not frames and not self._open_next():
                     break
                 if self._scan(frames[-1]):
-                    frames.pop().close()
+                    self._pop()
                 if self._entries >= self._opts.chunk_size:
                     self._boundary()
         finally:
             while frames:
-                frames.pop().close()
+                self._pop()
         self._flush()
 
     # -- the hot loops: one entry at a time, in C or in Python ---------------------------------
@@ -314,7 +355,7 @@ class Walker:
                 item = self._dir_entry(frame, name, a, b, c[0])
                 if item is not None:
                     t[3] += 1
-                    if self._descend(frame, item):
+                    if self._descend(frame, item, c):
                         return False
             elif kind == STOP_END:
                 return True
@@ -356,7 +397,7 @@ class Walker:
                     item = self._dir_entry(frame, entry.name, st.st_blocks, st.st_size, st.st_dev)
                     if item is not None:
                         dirs += 1
-                        if self._descend(frame, item):
+                        if self._descend(frame, item, (st.st_dev, st.st_ino)):
                             exhausted = False
                             break
                 elif follow and S_ISLNK(mode):
@@ -406,8 +447,11 @@ class Walker:
         totals[1] += size
         return (path, level, key, False)
 
-    def _descend(self, parent: _Frame, item: DirItem) -> bool:
+    def _descend(self, parent: _Frame, item: DirItem, devino: DevIno) -> bool:
         """Enter ``item`` (a child of ``parent``) now if the stack allows; else queue it."""
+        if devino in self._ancestors:
+            self._error(item[0], OSError(errno.ELOOP, "directory cycle (a bind mount?)"))
+            return False
         if len(self._frames) >= MAX_OPEN_DIRS:
             self._todo.append(item)
             return False
@@ -417,31 +461,42 @@ class Walker:
         except OSError as exc:
             self._error(path, exc)
             return False
-        return self._push(fd, path, level, key)
+        return self._push(fd, path, level, key, devino)
 
     def _open_next(self) -> bool:
         """Open the next queued directory by path. False when nothing is left."""
         while self._todo:
             path, level, key, follow = self._todo.pop()
             try:
-                fd = os.open(path, O_DIR if follow else O_DIR_NOFOLLOW)
+                fd = open_dir_path(path, follow=follow)
+                st = os.fstat(fd)
             except OSError as exc:
                 self._error(path, exc)
                 continue
-            if self._push(fd, path, level, key):
+            if self._push(fd, path, level, key, (st.st_dev, st.st_ino)):
                 return True
         return False
 
-    def _push(self, fd: int, path: str, level: int, key: str) -> bool:
+    def _push(self, fd: int, path: str, level: int, key: str, devino: DevIno) -> bool:
         try:
-            frame = _Frame(fd, path, level, key, use_c=self._use_c)
+            frame = _Frame(fd, path, level, key, devino, use_c=self._use_c)
         except OSError as exc:
             os.close(fd)
             self._error(path, exc)
             return False
         frame.totals = self._totals(key)
         self._frames.append(frame)
+        self._ancestors[devino] = self._ancestors.get(devino, 0) + 1
         return True
+
+    def _pop(self) -> None:
+        frame = self._frames.pop()
+        frame.close()
+        n = self._ancestors[frame.devino] - 1
+        if n:
+            self._ancestors[frame.devino] = n
+        else:
+            del self._ancestors[frame.devino]
 
     # -- symlinks (follow-symlinks only) -----------------------------------------------------
 
@@ -633,4 +688,7 @@ class Walker:
         chunk = self._chunk
         chunk.errors += 1
         if len(chunk.samples) < MAX_ERROR_SAMPLES:
+            if len(path) > MAX_SAMPLE_PATH:  # a path 50,000 directories deep is 100 KB
+                half = MAX_SAMPLE_PATH // 2
+                path = f"{path[:half]}...{path[-half:]}"
             chunk.samples.append(f"{path}: {exc.strerror or exc}")
