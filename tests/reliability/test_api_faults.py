@@ -222,12 +222,6 @@ def test_slow_clients_do_not_starve_metrics_and_health(daemon: Daemon) -> None:
     assert d.stop() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="uvicorn (h11_impl) starts no timeout before a request's headers are complete: idle "
-    "half-sent connections are held forever, and once they fill RLIMIT_NOFILE the daemon "
-    "cannot accept /healthz or /metrics (asyncio logs 'Invalid file descriptor: -1' in a loop)",
-)
 def test_slow_clients_up_to_the_fd_limit_do_not_starve_health(daemon: Daemon) -> None:
     d = daemon
     _, hard = resource.prlimit(d.proc.pid, resource.RLIMIT_NOFILE)
