@@ -29,7 +29,7 @@ from pathlib import Path
 import anyio
 
 from diskaudit.audit.errors import CloneError, RefusedError, RepoTooLarge, classify_clone_failure
-from diskaudit.audit.gitproc import GitError, hardened_env, redact_text, run_git
+from diskaudit.audit.gitproc import GitError, hardened_env, open_git, redact_text, run_git
 from diskaudit.audit.model import AuditResult, DiskFigures
 from diskaudit.audit.urlpolicy import RepoUrl, UrlPolicy, UrlRefused, check_ref, check_url
 from diskaudit.scan.pool import ScanConfig, ScanPool
@@ -213,7 +213,7 @@ class AuditService:
         if repo.scheme == "file":
             # GIT_PROTOCOL_FROM_USER=0 forbids file:// by default; the policy allowed it.
             args += ["-c", "protocol.file.allow=always"]
-        args += ["clone", "--quiet", "--no-recurse-submodules", "--template="]
+        args += ["clone", "--quiet", "--no-checkout", "--no-recurse-submodules", "--template="]
         if self.config.clone_depth is not None:
             args += [f"--depth={self.config.clone_depth}"]
         if ref is not None:
@@ -229,6 +229,7 @@ class AuditService:
         secrets: list[str],
     ) -> None:
         too_large: list[int] = []
+        refused: list[RepoTooLarge] = []
         limit = self.config.max_repo_bytes
 
         async def watch(scope: anyio.CancelScope) -> None:
@@ -247,6 +248,15 @@ class AuditService:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(watch, tg.cancel_scope)
                 await run_git(self._clone_args(repo, ref, clone_dir), env=env, redact=secrets)
+                # The checkout comes second, once we know what it would take: a "git bomb" (a
+                # few KB of objects, GBs of files) is refused before writing the files, rather
+                # than caught by the watcher hundreds of MB too late.
+                try:
+                    await self._check_checkout_size(clone_dir, env)
+                except RepoTooLarge as exc:
+                    refused.append(exc)
+                else:
+                    await run_git(["reset", "--hard", "--quiet"], env=env, cwd=str(clone_dir))
                 tg.cancel_scope.cancel()  # the clone is done: stop watching
         except* GitError as group:
             err = group.exceptions[0]
@@ -256,6 +266,8 @@ class AuditService:
                 f"git clone failed: {_last_lines(message)}",
                 transient=classify_clone_failure(message),
             ) from None
+        if refused:
+            raise refused[0]
         if not too_large:
             size = await anyio.to_thread.run_sync(disk_usage, str(clone_dir))
             if size > limit:
@@ -264,6 +276,33 @@ class AuditService:
             raise RepoTooLarge(
                 f"the clone grew past max-repo-bytes ({limit} bytes): {too_large[0]} bytes "
                 "when it was stopped"
+            )
+
+    async def _check_checkout_size(self, clone_dir: Path, env: Mapping[str, str]) -> None:
+        """Raise ``RepoTooLarge`` if .git plus the checkout of HEAD would pass max-repo-bytes.
+        The checkout is estimated from ``git ls-tree -r -l`` (blob sizes rounded up to 4 KiB
+        blocks), streamed and stopped as soon as the estimate is over the budget."""
+        budget = self.config.max_repo_bytes - await anyio.to_thread.run_sync(
+            disk_usage, str(clone_dir)
+        )
+        estimate = 0
+        async with open_git(
+            ["ls-tree", "-r", "-l", "-z", "--full-tree", "HEAD"], env=env, cwd=str(clone_dir)
+        ) as git:
+            while True:
+                try:
+                    record = await git.stdout.receive_until(b"\0", 1 << 20)
+                except anyio.IncompleteRead:
+                    break
+                fields = record.split(b"\t", 1)[0].split()
+                if len(fields) == 4 and fields[3].isdigit():
+                    estimate += -(-int(fields[3]) // 4096) * 4096
+                if estimate > budget:
+                    break  # leaving the block kills git: no need to read the rest
+        if estimate > budget:
+            raise RepoTooLarge(
+                f"the checkout would pass max-repo-bytes ({self.config.max_repo_bytes} bytes): "
+                f"more than {estimate} bytes of files"
             )
 
     # -- measure -----------------------------------------------------------------------------
