@@ -282,9 +282,8 @@ class AuditService:
         """Raise ``RepoTooLarge`` if .git plus the checkout of HEAD would pass max-repo-bytes.
         The checkout is estimated from ``git ls-tree -r -l`` (blob sizes rounded up to 4 KiB
         blocks), streamed and stopped as soon as the estimate is over the budget."""
-        budget = self.config.max_repo_bytes - await anyio.to_thread.run_sync(
-            disk_usage, str(clone_dir)
-        )
+        git_bytes = await anyio.to_thread.run_sync(disk_usage, str(clone_dir))
+        budget = self.config.max_repo_bytes - git_bytes
         estimate = 0
         async with open_git(
             ["ls-tree", "-r", "-l", "-z", "--full-tree", "HEAD"], env=env, cwd=str(clone_dir)
@@ -302,7 +301,7 @@ class AuditService:
         if estimate > budget:
             raise RepoTooLarge(
                 f"the checkout would pass max-repo-bytes ({self.config.max_repo_bytes} bytes): "
-                f"more than {estimate} bytes of files"
+                f".git takes {git_bytes} bytes and the files more than {estimate}"
             )
 
     # -- measure -----------------------------------------------------------------------------
