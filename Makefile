@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 CONFIG ?= config/diskaudit.yaml
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint unit bench clean
+.PHONY: install run test lint unit bench clean soak
+SOAK_SECONDS ?= 600
 
 install: $(STAMP)
 
@@ -33,6 +34,10 @@ bench: install
 	$(BIN)/python -m bench.scan_bench $(BENCH_ARGS)
 	$(BIN)/python -m bench.daemon_bench
 	$(BIN)/python -m bench.audit_bench
+
+# The long soak (the short form, 60 s, runs in `make test`): docs/reliability.md.
+soak: install
+	DISKAUDIT_SOAK=1 DISKAUDIT_SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/pytest tests/reliability/test_soak.py tests/reliability/test_api_faults.py -p no:cacheprovider -s
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
