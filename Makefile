@@ -37,7 +37,7 @@ bench: install
 
 # The long soak (the short form, 60 s, runs in `make test`): docs/reliability.md.
 soak: install
-	DISKAUDIT_SOAK=1 DISKAUDIT_SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/pytest tests/reliability/test_soak.py tests/reliability/test_api_faults.py -p no:cacheprovider -s
+	DISKAUDIT_SOAK=1 DISKAUDIT_SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/pytest tests/reliability -p no:cacheprovider -s
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

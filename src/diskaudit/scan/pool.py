@@ -149,7 +149,11 @@ class _Slot:
 
     async def start(self) -> None:
         if self.proc is not None:
-            return
+            if self.proc.returncode is None:
+                return
+            # It died while idle (killed from outside): reap it and start another.
+            with anyio.CancelScope(shield=True):
+                await self.stop(kill=True)
         env = dict(os.environ)
         # The worker imports diskaudit from wherever this process did, installed or not.
         src = _SRC_DIR
@@ -362,9 +366,24 @@ class ScanPool:
                 await slot.start()
                 slot.job = job
                 self._next_unit += 1
-                await slot.send(("walk", self._next_unit, items, job.options.wire()))
+                walk = ("walk", self._next_unit, items, job.options.wire())
+                try:
+                    await slot.send(walk)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                    # The idle worker died unnoticed: nothing of this unit was done yet, so a
+                    # new worker can take it.
+                    with anyio.CancelScope(shield=True):
+                        await slot.stop(kill=True)
+                    await slot.start()
+                    await slot.send(walk)
                 await self._follow_unit(slot, job)
-        except (anyio.BrokenResourceError, anyio.EndOfStream, ProtocolError, OSError) as exc:
+        except (
+            anyio.BrokenResourceError,
+            anyio.EndOfStream,
+            anyio.IncompleteRead,  # the worker died in the middle of a frame, or between two
+            ProtocolError,
+            OSError,
+        ) as exc:
             crashed = exc
         finally:
             job.scopes.discard(scope)

@@ -352,6 +352,9 @@ class Walker:
             t[1] += size
             t[2] += files
             if kind == STOP_DIR:
+                if c in self._ancestors:
+                    self._cycle(frame.prefix + name)
+                    continue
                 item = self._dir_entry(frame, name, a, b, c[0])
                 if item is not None:
                     t[3] += 1
@@ -394,10 +397,17 @@ class Walker:
             else:
                 mode = st.st_mode
                 if S_ISDIR(mode):
-                    item = self._dir_entry(frame, entry.name, st.st_blocks, st.st_size, st.st_dev)
+                    devino = (st.st_dev, st.st_ino)
+                    if devino in self._ancestors:
+                        self._cycle(frame.prefix + entry.name)
+                        item = None
+                    else:
+                        item = self._dir_entry(
+                            frame, entry.name, st.st_blocks, st.st_size, st.st_dev
+                        )
                     if item is not None:
                         dirs += 1
-                        if self._descend(frame, item, (st.st_dev, st.st_ino)):
+                        if self._descend(frame, item, devino):
                             exhausted = False
                             break
                 elif follow and S_ISLNK(mode):
@@ -447,11 +457,13 @@ class Walker:
         totals[1] += size
         return (path, level, key, False)
 
+    def _cycle(self, path: str) -> None:
+        """A subdirectory that is one of its own ancestors (a bind mount of an ancestor): like
+        du, neither entered nor counted; reported as an error."""
+        self._error(path, OSError(errno.ELOOP, "directory cycle (a bind mount?)"))
+
     def _descend(self, parent: _Frame, item: DirItem, devino: DevIno) -> bool:
         """Enter ``item`` (a child of ``parent``) now if the stack allows; else queue it."""
-        if devino in self._ancestors:
-            self._error(item[0], OSError(errno.ELOOP, "directory cycle (a bind mount?)"))
-            return False
         if len(self._frames) >= MAX_OPEN_DIRS:
             self._todo.append(item)
             return False
@@ -599,6 +611,9 @@ class Walker:
                 if kind in (STOP_END, STOP_LIMIT):
                     break
                 if kind == STOP_DIR:
+                    if c in self._ancestors:
+                        self._cycle(frame.prefix + name)
+                        continue
                     item = self._dir_entry(frame, name, a, b, c[0])
                 elif kind == STOP_BIG:
                     self._big_file(frame.prefix + name, a)
@@ -633,6 +648,9 @@ class Walker:
             return None
         t = frame.totals
         if S_ISDIR(st.st_mode):
+            if (st.st_dev, st.st_ino) in self._ancestors:
+                self._cycle(frame.prefix + entry.name)
+                return None
             return self._dir_entry(frame, entry.name, st.st_blocks, st.st_size, st.st_dev)
         if self._opts.follow_symlinks and S_ISLNK(st.st_mode):
             self._follow_link(frame, entry.name, st.st_blocks, st.st_size)
