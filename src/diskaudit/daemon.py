@@ -132,6 +132,11 @@ async def _serve(
     from diskaudit.http.webconfig import BasicAuth
     from diskaudit.metrics.jobs import JobsCollector
 
+    for spec in settings.roots():
+        # Not fatal: a root may be a mount that appears later; its scans fail until then
+        # (diskaudit_scan_success 0), and the daemon keeps serving.
+        if not await anyio.Path(spec.path).is_dir():
+            log.warning("root %s is not a directory (yet?): its scans will fail", spec.path)
     state = ExporterState(settings.roots())
     stop = anyio.Event()
     server_done = anyio.Event()
