@@ -188,11 +188,9 @@ def _main(argv: Sequence[str] | None) -> int:
     except ConfigError as exc:
         print(f"diskaudit: configuration error:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from diskaudit import logs
+
+    logs.configure(settings.log_level, settings.log_format)
     if args.command == "check-config":
         return _check_config(settings)
     if args.command == "serve":

@@ -238,6 +238,7 @@ Size = Annotated[int, BeforeValidator(_parse_size), Field(gt=0)]
 #: Seconds; written as "5m", "30s", "1h30m", "250ms" or a number of seconds.
 Duration = Annotated[float, BeforeValidator(_parse_duration), Field(gt=0, allow_inf_nan=False)]
 MetricsCompat = Annotated[Literal["none", "dundee"], BeforeValidator(_lower)]
+LogFormat = Annotated[Literal["text", "json"], BeforeValidator(_lower)]
 LogLevel = Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)]
 
 # Raised by model validators for rules between fields; ctx["field"] names the field to blame, so
@@ -422,6 +423,10 @@ class Settings(BaseSettings):
     log_level: LogLevel = Field(
         default="info",
         description="Least severe log level that is written.",
+    )
+    log_format: LogFormat = Field(
+        default="text",
+        description="'text' for people, 'json' (one object per line) for log shippers.",
     )
 
     @model_validator(mode="after")

@@ -65,6 +65,7 @@ YAML_EXAMPLES: dict[str, tuple[object, object]] = {
         (Repository(url="https://h/r.git", interval=21600.0),),
     ),
     "log-level": ("debug", "debug"),
+    "log-format": ("json", "json"),
 }
 
 

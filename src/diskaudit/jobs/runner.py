@@ -31,6 +31,7 @@ from diskaudit.audit.errors import AuditError, RefusedError
 from diskaudit.audit.model import AuditResult
 from diskaudit.jobs.model import Job, Status
 from diskaudit.jobs.store import JobStore, StoreError
+from diskaudit.logs import current_job
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,13 @@ class JobRunner:
             await self._run_job(job)
 
     async def _run_job(self, job: Job) -> None:
+        token = current_job.set(job.id)  # every log line of this attempt carries the job's id
+        try:
+            await self._attempt(job)
+        finally:
+            current_job.reset(token)
+
+    async def _attempt(self, job: Job) -> None:
         scope = anyio.CancelScope()
         if self._none_running.is_set():
             self._none_running = anyio.Event()
