@@ -54,10 +54,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diskaudit",
         description="Disk usage exporter for Prometheus and repository size auditor.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""examples:
+  diskaudit scan /var /home --dir-level 2          usage per directory, like du
+  diskaudit serve --config /etc/diskaudit/diskaudit.yaml   the daemon (/metrics, job API)
+  diskaudit textfile --config c.yaml --output /var/lib/node_exporter/textfile/du.prom
+  diskaudit audit https://github.com/org/repo.git  one repository's size, like git-sizer
+  diskaudit jobs submit https://github.com/org/repo.git --wait
+
+settings: flags > DISKAUDIT_* environment > --config YAML > defaults; every key is documented
+in config/diskaudit.yaml. Exit status: 0 done, 1 a runtime failure, 2 bad usage or settings.""",
     )
     parser.add_argument("--version", action="version", version=f"diskaudit {__version__}")
     parser.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="log verbosity"
+    )
+    parser.add_argument(
+        "--log-format", choices=["text", "json"], help="log lines for people or JSON lines"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -156,6 +169,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         out["ignore_dirs"] = args.ignore_dirs
     if getattr(args, "log_level", None) is not None:
         out["log_level"] = args.log_level
+    if getattr(args, "log_format", None) is not None:
+        out["log_format"] = args.log_format
     return {k: v for k, v in out.items() if v is not None}
 
 
