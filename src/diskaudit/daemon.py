@@ -40,6 +40,7 @@ log = logging.getLogger("diskaudit.daemon")
 EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_SECOND_SIGNAL = 130
+PAGE_JOBS = 20  # jobs listed on the page at /
 
 
 def build_registry(
@@ -169,6 +170,7 @@ async def _serve(
             implementation=pool.implementation,
             api_routes=job_routes(store, runner, audit_config.policy),
             api_token=api_token,
+            recent_jobs=partial(store.list, limit=PAGE_JOBS),
         )
         server = make_server(app, web)
 

@@ -13,6 +13,29 @@ from dataclasses import dataclass, replace
 from diskaudit.scan.model import RootUsage
 from diskaudit.settings import RootSpec
 
+#: Scans remembered per root for the page's history (oldest dropped first).
+HISTORY_LIMIT = 50
+
+
+@dataclass(frozen=True, slots=True)
+class ScanRecord:
+    """One finished scan attempt of a root, as the page's history shows it."""
+
+    #: Unix time the attempt ended.
+    ended_s: float
+    duration_s: float
+    ok: bool
+    #: The root's total disk usage; None for a failed attempt.
+    disk_bytes: int | None = None
+    #: Directory entries examined; None for a failed attempt.
+    entries_scanned: int | None = None
+    #: Unreadable entries skipped (successful attempts) — 0 for a failed one.
+    errors: int = 0
+
+
+def _appended(history: tuple[ScanRecord, ...], record: ScanRecord) -> tuple[ScanRecord, ...]:
+    return (*history, record)[-HISTORY_LIMIT:]
+
 
 @dataclass(frozen=True, slots=True)
 class RootStatus:
@@ -28,6 +51,8 @@ class RootStatus:
     last_error: str | None = None
     #: Unix time the last attempt (success or failure) ended.
     last_attempt_s: float | None = None
+    #: The last ``HISTORY_LIMIT`` finished attempts, oldest first.
+    history: tuple[ScanRecord, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,15 +71,29 @@ class ExporterState:
     def __init__(self, roots: list[RootSpec]) -> None:
         self.snapshot = Snapshot(tuple(RootStatus(spec) for spec in roots))
 
-    def _replace(self, spec: RootSpec, **changes: object) -> None:
+    def _replace(self, spec: RootSpec, record: ScanRecord, **changes: object) -> None:
         self.snapshot = Snapshot(
-            tuple(replace(r, **changes) if r.spec == spec else r for r in self.snapshot.roots)  # type: ignore[arg-type]
+            tuple(
+                replace(r, history=_appended(r.history, record), **changes)  # type: ignore[arg-type]
+                if r.spec == spec
+                else r
+                for r in self.snapshot.roots
+            )
         )
 
     def record_success(self, spec: RootSpec, usage: RootUsage) -> None:
         now = time.time()
+        record = ScanRecord(
+            ended_s=now,
+            duration_s=usage.duration_seconds,
+            ok=True,
+            disk_bytes=usage.total.disk_bytes if usage.entries else None,
+            entries_scanned=usage.entries_scanned,
+            errors=usage.errors,
+        )
         self._replace(
             spec,
+            record,
             usage=usage,
             last_success_s=now,
             last_ok=True,
@@ -64,10 +103,12 @@ class ExporterState:
         )
 
     def record_failure(self, spec: RootSpec, error: str, duration_s: float) -> None:
+        now = time.time()
         self._replace(
             spec,
+            ScanRecord(ended_s=now, duration_s=duration_s, ok=False),
             last_ok=False,
             last_duration_s=duration_s,
             last_error=error,
-            last_attempt_s=time.time(),
+            last_attempt_s=now,
         )

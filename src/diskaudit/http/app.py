@@ -6,9 +6,7 @@ Handlers read the current snapshot and registry; none of them starts a scan or w
 from __future__ import annotations
 
 import gzip
-import html
-import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
@@ -20,10 +18,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from diskaudit import __version__
-from diskaudit.exporter.state import RootStatus, Snapshot
+from diskaudit.exporter.state import Snapshot
 from diskaudit.http.jobs_api import ApiAuthMiddleware
+from diskaudit.http.page import CONTENT_SECURITY_POLICY, render_page
 from diskaudit.http.webconfig import BasicAuth
-from diskaudit.render import display_path, human_bytes
+from diskaudit.jobs.model import Job
+from diskaudit.render import display_path
 
 GZIP_MIN_BYTES = 1024  # smaller bodies are not worth compressing
 
@@ -58,7 +58,10 @@ def build_app(
     implementation: str = "unknown",
     api_routes: list[Route] | None = None,
     api_token: str | None = None,
+    recent_jobs: Callable[[], Awaitable[Sequence[Job]]] | None = None,
 ) -> Starlette:
+    """``recent_jobs``: the latest jobs, newest first, for the page (None: no job list)."""
+
     async def metrics(request: Request) -> Response:
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
         body = encoder(registry)
@@ -86,7 +89,15 @@ def build_app(
         )
 
     async def index(request: Request) -> Response:
-        return HTMLResponse(render_index(snapshot()))
+        jobs = await recent_jobs() if recent_jobs is not None else None
+        return HTMLResponse(
+            render_index(snapshot(), jobs, implementation=implementation),
+            headers={
+                "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+                "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer",
+            },
+        )
 
     return Starlette(
         routes=[
@@ -104,52 +115,11 @@ def build_app(
     )
 
 
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return "never"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-
-
-def _row(r: RootStatus) -> str:
-    e = html.escape
-    total = r.usage.total if r.usage is not None else None
-    status = {None: "pending", True: "ok", False: "failed"}[r.last_ok]
-    cells = [
-        e(display_path(r.spec.path)),
-        e(status) + (f"<br><small>{e(display_path(r.last_error))}</small>" if r.last_error else ""),
-        e(_when(r.last_success_s)),
-        "" if r.last_duration_s is None else f"{r.last_duration_s:.2f}s",
-        "" if total is None else e(human_bytes(total.disk_bytes)),
-        "" if total is None else str(total.files),
-        "" if r.usage is None else str(r.usage.errors),
-    ]
-    return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
-
-
-def render_index(snap: Snapshot) -> str:
-    rows = "\n".join(_row(r) for r in snap.roots)
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>diskaudit</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
-table {{ border-collapse: collapse; }} td, th {{ padding: .3rem .8rem; text-align: left; }}
-tr:nth-child(even) {{ background: #f3f3f3; }} small {{ color: #a00; }}
-</style></head>
-<body>
-<h1>diskaudit {html.escape(__version__)}</h1>
-<p>Disk usage exporter. Values come from the last background scan.</p>
-<ul>
-<li><a href="metrics">Metrics</a></li>
-<li><a href="healthz">Health</a> · <a href="readyz">Readiness</a> ·
-<a href="version">Version</a></li>
-</ul>
-<table>
-<tr><th>Root</th><th>Last scan</th><th>Last success</th><th>Duration</th><th>Size</th>
-<th>Files</th><th>Unreadable</th></tr>
-{rows}
-</table>
-</body></html>
-"""
+def render_index(
+    snap: Snapshot, jobs: Sequence[Job] | None = None, *, implementation: str | None = None
+) -> str:
+    """The page at ``/`` (see ``diskaudit.http.page``)."""
+    return render_page(snap, jobs, implementation=implementation)
 
 
 __all__ = ["build_app", "render_index"]
