@@ -441,8 +441,10 @@ def test_nasty_names_in_json_metrics_and_the_page(tmp_path: Path) -> None:
         assert status == 200
         page = page_bytes.decode()
         assert html.escape(str(root)) in page
-        assert html.escape(str(missing)) in page  # in the failed root's error too
-        assert page.count(html.escape(str(missing))) == 2
+        # The failed root is named in its card and in its error message (the page may name it
+        # more often; what matters is that every occurrence is escaped).
+        assert page.count(html.escape(str(missing))) >= 2
+        assert str(missing) not in page
         assert "<script>" not in page
         assert "&\"'" not in page
 
