@@ -40,6 +40,28 @@ class GitError(Exception):
         super().__init__(f"git {args[0] if args else ''} failed ({returncode}): {stderr.strip()}")
 
 
+#: git configuration that bounds the memory of one clone, passed in the environment
+#: (GIT_CONFIG_COUNT/KEY/VALUE: never in argv, never in the clone's .git/config). index-pack
+#: resolves deltas with one thread per core by default, each with its own delta base cache.
+GIT_MEMORY_CONFIG = {
+    "pack.threads": "1",
+    "core.deltaBaseCacheLimit": "32m",
+    "pack.windowMemory": "64m",
+    "core.packedGitLimit": "128m",
+    "core.packedGitWindowSize": "16m",
+}
+
+
+def config_env(config: Mapping[str, str], start: int = 0) -> dict[str, str]:
+    """``config`` as GIT_CONFIG_COUNT/KEY_n/VALUE_n environment variables, from index
+    ``start`` (another caller's entries come first)."""
+    env = {"GIT_CONFIG_COUNT": str(start + len(config))}
+    for i, (key, value) in enumerate(config.items(), start=start):
+        env[f"GIT_CONFIG_KEY_{i}"] = key
+        env[f"GIT_CONFIG_VALUE_{i}"] = value
+    return env
+
+
 def hardened_env(home: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment git runs with: nothing of the user's or the system's git configuration,
     no terminal prompts, a low-speed limit against stalled transfers, no pager, C locale."""
@@ -62,6 +84,9 @@ def hardened_env(home: str, extra: Mapping[str, str] | None = None) -> dict[str,
     }
     if extra:
         env.update(extra)
+    # The memory bounds go after any GIT_CONFIG_* entries of ``extra`` (a credential header).
+    count = int(env.get("GIT_CONFIG_COUNT", "0"))
+    env.update(config_env(GIT_MEMORY_CONFIG, start=count))
     return env
 
 
