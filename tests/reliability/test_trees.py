@@ -684,7 +684,9 @@ LOOPS = 30
 
 
 @pytest.mark.xfail(
-    strict=True,
+    # Not strict: whether a loop is seen depends on where the splits happen (a loop found by
+    # the giver's read-ahead is caught; one below a handed-off unit is not), so some runs pass.
+    strict=False,
     reason="src: cycles are detected against the walker's open frames only; a directory handed "
     "to another worker by a split starts with no ancestors, so the cycle below it is entered "
     "and the tree walked again (here up to 6x du's total, errors still 30)",
