@@ -1,17 +1,19 @@
-"""The JobStore contract (jobs/store.py), run against every adapter; then what only the SQLite
-adapter promises: durability across restarts and ``kill -9``, deduplication and claiming across
-connections, and a full disk that fails cleanly."""
+"""The JobStore contract (jobs/store.py), run against every adapter (memory, SQLite, PostgreSQL);
+then what only the SQLite adapter promises: durability across restarts and ``kill -9``,
+deduplication and claiming across connections, and a full disk that fails cleanly. What only the
+PostgreSQL adapter promises is in test_postgres_store.py."""
 
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -21,7 +23,8 @@ import pytest
 from diskaudit.adapters.sqlite_store import SCHEMA_VERSION, SQLiteJobStore
 from diskaudit.jobs.memory_store import MemoryJobStore
 from diskaudit.jobs.model import FINAL, Job, Status
-from diskaudit.jobs.store import JobStore, StoreError
+from diskaudit.jobs.store import JobStore, LeaseLost, StoreError
+from tests.pgserver import PgServer
 
 pytestmark = pytest.mark.anyio
 
@@ -29,17 +32,45 @@ T0 = 1_700_000_000.0
 URL = "https://example.com/repo.git"
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
-    s: JobStore
-    if request.param == "memory":
-        s = MemoryJobStore()
-    else:
-        s = await SQLiteJobStore.open(str(tmp_path / "data" / "diskaudit.db"))
+#: ``await make(owner=None)``: a store object of the adapter under test; every call on one test
+#: gives another daemon's view of the same jobs.
+MakeStore = Callable[..., Awaitable[JobStore]]
+_databases = itertools.count()
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MakeStore]:
+    opened: list[JobStore] = []
+    dsn = ""
+    if request.param == "postgresql":
+        pg: PgServer = request.getfixturevalue("pg")
+        dsn = pg.create_database(f"contract_{os.getpid()}_{next(_databases)}")
+
+    async def make(owner: str | None = None) -> JobStore:
+        s: JobStore
+        if request.param == "memory":
+            first = opened[0] if opened else None
+            assert first is None or isinstance(first, MemoryJobStore)
+            s = MemoryJobStore(owner=owner, share_with=first)
+        elif request.param == "sqlite":
+            s = await SQLiteJobStore.open(str(tmp_path / "data" / "diskaudit.db"), owner=owner)
+        else:
+            from diskaudit.adapters.postgres_store import PostgresJobStore
+
+            s = await PostgresJobStore.open(dsn, owner=owner)
+        opened.append(s)
+        return s
+
     try:
-        yield s
+        yield make
     finally:
-        await s.close()
+        for s in opened:
+            await s.close()
+
+
+@pytest.fixture
+async def store(make_store: MakeStore) -> JobStore:
+    return await make_store()
 
 
 async def running(store: JobStore, url: str = URL, ref: str | None = None, now: float = T0) -> Job:
@@ -369,10 +400,11 @@ async def test_history_records_every_transition(store: JobStore) -> None:
     await store.claim(now=T0 + 1)
     await store.requeue(job.id, now=T0 + 2, not_before=T0 + 3, error="503")
     await store.claim(now=T0 + 3)
-    await store.recover(now=T0 + 4, max_attempts=5)
-    await store.claim(now=T0 + 5)
-    await store.cancel(job.id, now=T0 + 6)  # running: a request, not a transition
-    await store.finish(job.id, Status.CANCELLED, now=T0 + 7)
+    t4 = T0 + 4 + store.lease_s  # the lease has run out
+    await store.recover(now=t4, max_attempts=5)
+    await store.claim(now=t4 + 1)
+    await store.cancel(job.id, now=t4 + 2)  # running: a request, not a transition
+    await store.finish(job.id, Status.CANCELLED, now=t4 + 3)
     got = await store.get(job.id)
     assert got is not None
     assert got.history == (
@@ -380,12 +412,123 @@ async def test_history_records_every_transition(store: JobStore) -> None:
         (Status.RUNNING, T0 + 1),
         (Status.QUEUED, T0 + 2),
         (Status.RUNNING, T0 + 3),
-        (Status.QUEUED, T0 + 4),
-        (Status.RUNNING, T0 + 5),
-        (Status.CANCELLED, T0 + 7),
+        (Status.QUEUED, t4),
+        (Status.RUNNING, t4 + 1),
+        (Status.CANCELLED, t4 + 3),
     )
     assert got.attempts == 3
     assert all(s in FINAL for s, _ in got.history[-1:])
+
+
+# -- owners and leases (several daemons on one store) ------------------------------------------
+
+
+async def test_claim_gives_the_job_to_the_owner_with_a_lease(make_store: MakeStore) -> None:
+    a = await make_store("daemon-a")
+    job = await running(a)
+    assert job.owner == "daemon-a"
+    assert job.lease_until == T0 + 1 + a.lease_s
+    renewal = await a.renew([job.id], now=T0 + 20)
+    assert renewal.lost == frozenset()
+    assert renewal.cancel_requested == frozenset()
+    renewed = await a.get(job.id)
+    assert renewed is not None
+    assert renewed.lease_until == T0 + 20 + a.lease_s
+    # A renewed lease is not recovered when the first one would have run out.
+    assert await a.recover(now=T0 + 2 + a.lease_s, max_attempts=3) == 0
+    assert await a.renew([], now=T0 + 21) == renewal
+
+
+async def test_renew_reports_lost_and_cancel_requested_jobs(make_store: MakeStore) -> None:
+    a = await make_store("daemon-a")
+    b = await make_store("daemon-b")
+    mine = await running(a, URL + "/mine")
+    theirs = await running(b, URL + "/theirs")
+    done = await running(a, URL + "/done")
+    await a.finish(done.id, Status.SUCCEEDED, now=T0 + 2)
+    await b.cancel(mine.id, now=T0 + 3)  # asked through the other daemon's API
+    renewal = await a.renew([mine.id, theirs.id, done.id, "0" * 32], now=T0 + 4)
+    assert renewal.lost == {theirs.id, done.id, "0" * 32}
+    assert renewal.cancel_requested == {mine.id}
+    await a.finish(mine.id, Status.CANCELLED, now=T0 + 5, error="cancelled")
+    got = await b.get(mine.id)
+    assert got is not None
+    assert got.status == Status.CANCELLED
+
+
+async def test_another_daemon_takes_over_a_job_whose_lease_ran_out(make_store: MakeStore) -> None:
+    a = await make_store("daemon-a")
+    b = await make_store("daemon-b")
+    job = await running(a)
+    # b cannot finish a's job, and does not take it while a's lease holds.
+    with pytest.raises(LeaseLost):
+        await b.finish(job.id, Status.SUCCEEDED, now=T0 + 2)
+    with pytest.raises(LeaseLost):
+        await b.requeue(job.id, now=T0 + 2, not_before=T0 + 2)
+    assert await b.recover(now=T0 + a.lease_s, max_attempts=3) == 0
+    assert await b.claim(now=T0 + a.lease_s) is None
+    # a dies; its lease runs out; b recovers the job (the attempt counted) and claims it.
+    late = T0 + 2 + a.lease_s
+    assert await b.recover(now=late, max_attempts=3) == 1
+    taken = await b.claim(now=late + 1)
+    assert taken is not None
+    assert taken.id == job.id
+    assert taken.owner == "daemon-b"
+    assert taken.attempts == 2
+    # a comes back from a network partition: its outcome is refused, b's stands.
+    with pytest.raises(LeaseLost):
+        await a.finish(job.id, Status.SUCCEEDED, now=late + 2, result={"from": "a"})
+    assert (await a.renew([job.id], now=late + 2)).lost == {job.id}
+    await b.finish(job.id, Status.SUCCEEDED, now=late + 3, result={"from": "b"})
+    done = await a.get(job.id)
+    assert done is not None
+    assert done.result == {"from": "b"}
+    assert [s for s, _ in done.history].count(Status.SUCCEEDED) == 1
+
+
+async def test_recover_any_owner_takes_unexpired_jobs_of_other_owners(
+    make_store: MakeStore,
+) -> None:
+    old = await make_store("old-daemon")
+    job = await running(old)
+    new = await make_store("new-daemon")
+    mine = await running(new, URL + "/new")
+    assert await new.recover(now=T0 + 2, max_attempts=3) == 0
+    assert await new.recover(now=T0 + 2, max_attempts=3, any_owner=True) == 1
+    back = await new.get(job.id)
+    assert back is not None
+    assert back.status == Status.QUEUED
+    assert back.attempts == 1
+    still = await new.get(mine.id)
+    assert still is not None
+    assert still.status == Status.RUNNING
+
+
+async def test_dedup_and_claims_across_daemons(make_store: MakeStore) -> None:
+    daemons = [await make_store(f"daemon-{i}") for i in range(3)]
+    results: list[tuple[Job, bool]] = []
+
+    async def submit(s: JobStore) -> None:
+        results.append(await s.submit(URL, "main", now=T0))
+
+    async with anyio.create_task_group() as tg:
+        for s in daemons * 3:
+            tg.start_soon(submit, s)
+    assert sum(created for _, created in results) == 1
+    assert len({job.id for job, _ in results}) == 1
+    for i in range(6):
+        await daemons[0].submit(f"{URL}/{i}", None, now=T0 + i)
+    claimed: list[Job] = []
+
+    async def claim(s: JobStore) -> None:
+        while (job := await s.claim(now=T0 + 10)) is not None:
+            claimed.append(job)
+
+    async with anyio.create_task_group() as tg:
+        for s in daemons:
+            tg.start_soon(claim, s)
+    assert len(claimed) == 7
+    assert len({j.id for j in claimed}) == 7
 
 
 # -- SQLite only -----------------------------------------------------------------------------
@@ -406,7 +549,7 @@ async def test_sqlite_schema_and_pragmas(tmp_path: Path) -> None:
         await store.close()
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
         insert = "INSERT INTO jobs (id, url, ref, status, created_at) VALUES (?, 'u', NULL, ?, 0)"
         conn.execute(insert, ("a", "queued"))
         with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):

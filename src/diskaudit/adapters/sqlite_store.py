@@ -19,11 +19,11 @@ from typing import Any, Final, TypeVar
 import anyio
 
 from diskaudit.jobs.model import FINAL, Job, Status
-from diskaudit.jobs.store import JobStore, StoreError
+from diskaudit.jobs.store import DEFAULT_LEASE_S, JobStore, LeaseLost, Renewal, StoreError
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 _ACTIVE = "('queued','running')"
 _STATUSES = ",".join(f"'{s.value}'" for s in Status)
@@ -62,6 +62,11 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         # Deduplication: at most one queued or running job per (url, ref), whoever submits.
         f"CREATE UNIQUE INDEX jobs_active_key ON jobs(url, ifnull(ref, ''))"
         f" WHERE status IN {_ACTIVE}",
+    ),
+    # 2: claims carry an owner and a lease (docs/adr/0014).
+    (
+        "ALTER TABLE jobs ADD COLUMN owner TEXT",
+        "ALTER TABLE jobs ADD COLUMN lease_until REAL",
     ),
 )
 
@@ -143,6 +148,8 @@ def _job(row: sqlite3.Row, history: list[tuple[Status, float]]) -> Job:
         result=result,
         cancel_requested=bool(row["cancel_requested"]),
         history=tuple(history),
+        owner=row["owner"],
+        lease_until=row["lease_until"],
     )
 
 
@@ -171,27 +178,35 @@ def _transition(
     )
 
 
-def _running(conn: sqlite3.Connection, job_id: str) -> sqlite3.Row:
+def _mine(conn: sqlite3.Connection, job_id: str, owner: str) -> sqlite3.Row:
+    """The row of a job running under ``owner``'s lease; KeyError or LeaseLost otherwise."""
     row: sqlite3.Row | None = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
     if row is None:
         raise KeyError(job_id)
     if row["status"] != Status.RUNNING:
-        raise ValueError(f"job {job_id} is {row['status']}, not running")
+        raise LeaseLost(f"job {job_id} is {row['status']}, not running")
+    if row["owner"] != owner:
+        raise LeaseLost(f"job {job_id} runs under another daemon's lease now")
     return row
 
 
 class SQLiteJobStore(JobStore):
     """Use ``await SQLiteJobStore.open(path)``; ``await store.close()`` at the end."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(
+        self, path: str, *, owner: str | None = None, lease_s: float = DEFAULT_LEASE_S
+    ) -> None:
+        super().__init__(owner=owner, lease_s=lease_s)
         self.path = path
         self._conn: sqlite3.Connection | None = None
         #: The one worker slot: all database work for this store runs under it, one at a time.
         self._limiter = anyio.CapacityLimiter(1)
 
     @classmethod
-    async def open(cls, path: str) -> SQLiteJobStore:
-        store = cls(path)
+    async def open(
+        cls, path: str, *, owner: str | None = None, lease_s: float = DEFAULT_LEASE_S
+    ) -> SQLiteJobStore:
+        store = cls(path, owner=owner, lease_s=lease_s)
         await store.connect()
         return store
 
@@ -320,9 +335,33 @@ class SQLiteJobStore(JobStore):
                 attempts=row["attempts"] + 1,
                 started_at=now,
                 error=None,
+                cancel_requested=0,
+                owner=self.owner,
+                lease_until=now + self.lease_s,
             )
             return _must_load(conn, job_id)
 
+        return await self._write(run)
+
+    async def renew(self, job_ids: Iterable[str], *, now: float) -> Renewal:
+        ids = list(job_ids)
+
+        def run(conn: sqlite3.Connection) -> Renewal:
+            lost, cancel = set(), set()
+            for job_id in ids:
+                row = conn.execute(
+                    "UPDATE jobs SET lease_until = ? WHERE id = ? AND status = 'running'"
+                    " AND owner = ? RETURNING cancel_requested",
+                    (now + self.lease_s, job_id, self.owner),
+                ).fetchone()
+                if row is None:
+                    lost.add(job_id)
+                elif row["cancel_requested"]:
+                    cancel.add(job_id)
+            return Renewal(frozenset(lost), frozenset(cancel))
+
+        if not ids:
+            return Renewal(frozenset(), frozenset())
         return await self._write(run)
 
     async def finish(
@@ -339,8 +378,17 @@ class SQLiteJobStore(JobStore):
         encoded = None if result is None else json.dumps(result)
 
         def run(conn: sqlite3.Connection) -> Job:
-            _running(conn, job_id)
-            _transition(conn, job_id, status, now, finished_at=now, error=error, result=encoded)
+            _mine(conn, job_id, self.owner)
+            _transition(
+                conn,
+                job_id,
+                status,
+                now,
+                finished_at=now,
+                error=error,
+                result=encoded,
+                lease_until=None,
+            )
             return _must_load(conn, job_id)
 
         return await self._write(run)
@@ -355,7 +403,7 @@ class SQLiteJobStore(JobStore):
         refund_attempt: bool = False,
     ) -> Job:
         def run(conn: sqlite3.Connection) -> Job:
-            row = _running(conn, job_id)
+            row = _mine(conn, job_id, self.owner)
             attempts = row["attempts"] - 1 if refund_attempt else row["attempts"]
             _transition(
                 conn,
@@ -365,6 +413,7 @@ class SQLiteJobStore(JobStore):
                 attempts=attempts,
                 not_before=not_before,
                 error=error,
+                lease_until=None,
             )
             return _must_load(conn, job_id)
 
@@ -383,18 +432,29 @@ class SQLiteJobStore(JobStore):
 
         return await self._write(run)
 
-    async def recover(self, *, now: float, max_attempts: int) -> int:
+    async def recover(self, *, now: float, max_attempts: int, any_owner: bool = False) -> int:
         def run(conn: sqlite3.Connection) -> int:
             rows = conn.execute(
-                "SELECT id, attempts FROM jobs WHERE status = 'running' ORDER BY created_at, id"
+                "SELECT id, attempts FROM jobs WHERE status = 'running'"
+                " AND (lease_until < ? OR (? AND ifnull(owner, '') != ?))"
+                " ORDER BY created_at, id",
+                (now, any_owner, self.owner),
             ).fetchall()
             for row in rows:
                 if row["attempts"] >= max_attempts:
                     _transition(
-                        conn, row["id"], Status.FAILED, now, finished_at=now, error=_RECOVER_ERROR
+                        conn,
+                        row["id"],
+                        Status.FAILED,
+                        now,
+                        finished_at=now,
+                        error=_RECOVER_ERROR,
+                        lease_until=None,
                     )
                 else:
-                    _transition(conn, row["id"], Status.QUEUED, now, not_before=now)
+                    _transition(
+                        conn, row["id"], Status.QUEUED, now, not_before=now, lease_until=None
+                    )
             return len(rows)
 
         return await self._write(run)

@@ -64,6 +64,8 @@ class JobOut(BaseModel):
     result: dict[str, Any] | None
     cancel_requested: bool
     history: list[HistoryEntry]
+    #: The daemon that claimed the job last (its job store owner id); null if never claimed.
+    owner: str | None = None
 
 
 class JobList(BaseModel):

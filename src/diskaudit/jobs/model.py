@@ -63,6 +63,10 @@ class Job:
     cancel_requested: bool = False
     #: Every transition: (status, unix time).
     history: tuple[tuple[Status, float], ...] = field(default=())
+    #: The daemon that claimed the job last (store owner id), and until when its claim holds
+    #: unless renewed. Kept after the job ends: which daemon ran it.
+    owner: str | None = None
+    lease_until: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,5 +82,6 @@ class Job:
             "error": self.error,
             "result": self.result,
             "cancel_requested": self.cancel_requested,
+            "owner": self.owner,
             "history": [{"status": s.value, "at": iso(t)} for s, t in self.history],
         }

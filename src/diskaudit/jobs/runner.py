@@ -10,10 +10,18 @@ How an attempt ends
     permanent clone failure      -> failed
     transient failure, timeout   -> queued again after a backoff, until ``max-attempts``; then
                                     failed (or timed_out)
-    cancel requested (API)       -> cancelled
+    cancel requested (API)       -> cancelled (also when asked through another daemon: the
+                                    lease renewal reports it)
     daemon shutting down         -> queued again, the attempt given back
-    daemon killed                -> still "running" in the store; recovery at the next start
-                                    puts it back to queued (the attempt counted)
+    daemon killed                -> still "running" in the store until its lease runs out; then
+                                    ``recover`` (any daemon, periodically, and this one at its
+                                    next start) puts it back to queued, the attempt counted
+    lease lost (cut off from the -> stopped, nothing recorded: the job was recovered, perhaps
+    store longer than the lease)    claimed by another daemon, which owns the outcome now
+
+Leases
+    While jobs run, their leases are renewed every ``lease_s / 3``; every ``lease_s / 2`` the
+    runner recovers jobs whose lease ran out (another daemon died). See jobs/store.py.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import anyio.abc
 from diskaudit.audit.errors import AuditError, RefusedError
 from diskaudit.audit.model import AuditResult
 from diskaudit.jobs.model import Job, Status
-from diskaudit.jobs.store import JobStore, StoreError
+from diskaudit.jobs.store import JobStore, LeaseLost, StoreError
 from diskaudit.logs import current_job
 
 log = logging.getLogger(__name__)
@@ -70,6 +78,8 @@ class JobRunner:
         self._accepting = True
         self._none_running = anyio.Event()
         self._none_running.set()
+        self._workers_left = config.workers
+        self._stopped = anyio.Event()
 
     # -- control -----------------------------------------------------------------------------
 
@@ -81,10 +91,13 @@ class JobRunner:
     def cancel_running(self, job_id: str) -> bool:
         """Stop a running job of this daemon (its git process group is killed, its clone
         deleted); it ends as cancelled. False if this daemon is not running it."""
+        return self._stop(job_id, "cancel")
+
+    def _stop(self, job_id: str, reason: str) -> bool:
         scope = self._running.get(job_id)
         if scope is None:
             return False
-        self._reasons[job_id] = "cancel"
+        self._reasons.setdefault(job_id, reason)
         scope.cancel()
         return True
 
@@ -109,17 +122,76 @@ class JobRunner:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        recovered = await self.store.recover(
-            now=self._clock(), max_attempts=self.config.max_attempts
-        )
+        # At start-up, the only daemon of a store takes back every running job at once (they
+        # are its dead predecessor's); a shared store waits for the leases to run out.
+        try:
+            recovered = await self.store.recover(
+                now=self._clock(),
+                max_attempts=self.config.max_attempts,
+                any_owner=not self.store.shared,
+            )
+        except StoreError as exc:
+            log.error("cannot recover jobs left running: %s (retrying in the background)", exc)
+            recovered = 0
         if recovered:
             log.warning("%d jobs were running when the daemon stopped: queued again", recovered)
         async with anyio.create_task_group() as tg:
+            tg.start_soon(self._keep_leases)
+            tg.start_soon(self._recover_expired)
             for n in range(self.config.workers):
                 tg.start_soon(self._worker, n)
             task_status.started()
+            await self._stopped.wait()
+            tg.cancel_scope.cancel()  # the lease keepers; the workers have returned
+
+    async def _keep_leases(self) -> None:
+        """Renew the leases of the jobs running here; stop the ones that were lost or whose
+        cancellation was asked for through the store."""
+        while True:
+            await anyio.sleep(self.store.lease_s / 3)
+            ids = list(self._running)
+            if not ids:
+                continue
+            try:
+                renewal = await self.store.renew(ids, now=self._clock())
+            except StoreError as exc:
+                log.warning("cannot renew the leases of %d running jobs: %s", len(ids), exc)
+                continue
+            for job_id in renewal.lost:
+                if self._stop(job_id, "lost"):
+                    log.warning(
+                        "job %s: its lease ran out (the store was unreachable?); it was taken "
+                        "back by the queue: stopping it here",
+                        job_id,
+                    )
+            for job_id in renewal.cancel_requested:
+                if self._stop(job_id, "cancel"):
+                    log.info("job %s: cancellation requested through the store", job_id)
+
+    async def _recover_expired(self) -> None:
+        """Jobs of daemons that died go back to the queue once their lease has run out."""
+        while True:
+            await anyio.sleep(self.store.lease_s / 2)
+            try:
+                n = await self.store.recover(
+                    now=self._clock(), max_attempts=self.config.max_attempts
+                )
+            except StoreError as exc:
+                log.warning("cannot look for jobs with expired leases: %s", exc)
+                continue
+            if n:
+                log.warning("%d jobs of a daemon that stopped renewing: queued again", n)
+                self.wake()
 
     async def _worker(self, n: int) -> None:
+        try:
+            await self._work(n)
+        finally:
+            self._workers_left -= 1
+            if not self._workers_left:
+                self._stopped.set()
+
+    async def _work(self, n: int) -> None:
         while self._accepting:
             wakeup = self._wakeup
             try:
@@ -171,13 +243,31 @@ class JobRunner:
             # Shielded: the outcome of an attempt must reach the store even while the daemon
             # is being cancelled; only then does the job stop counting as running here.
             with anyio.CancelScope(shield=True):
-                await self._record(job, *outcome)
+                if outcome[0] != "lost":
+                    await self._record_with_retries(job, *outcome)
             self._running.pop(job.id, None)
             self._reasons.pop(job.id, None)
             if not self._running:
                 self._none_running.set()
 
+    async def _record_with_retries(self, job: Job, kind: str, detail: object) -> None:
+        """``_record``, tried again while the store is unreachable (a database restarting) for
+        up to half the lease; after that the lease runs out and the queue takes the job back."""
+        delay = 0.25
+        with anyio.move_on_after(self.store.lease_s / 2):
+            while True:
+                try:
+                    await self._record(job, kind, detail)
+                    return
+                except StoreError as exc:
+                    log.warning("job %s: cannot store its outcome yet: %s", job.id, exc)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        # The job stays "running" in the store; when its lease runs out it is queued again.
+        log.error("job %s: its outcome could not be stored; the queue will run it again", job.id)
+
     async def _record(self, job: Job, kind: str, detail: object) -> None:
+        """Store the attempt's outcome. Raises StoreError (nothing stored)."""
         now = self._clock()
         try:
             if kind == "succeeded":
@@ -206,9 +296,9 @@ class JobRunner:
                 status = Status.TIMED_OUT if kind == "timeout" else Status.FAILED
                 await self.store.finish(job.id, status, now=now, error=str(detail))
                 log.warning("job %s: %s: %s", job.id, status.value, detail)
-        except StoreError as exc:
-            # The job stays "running" in the store; recovery at the next start re-queues it.
-            log.error("job %s: its outcome could not be stored: %s", job.id, exc)
+        except LeaseLost as exc:
+            # Recovered and perhaps claimed again elsewhere: that attempt owns the outcome.
+            log.warning("job %s: outcome of this attempt dropped: %s", job.id, exc)
 
     def backoff(self, attempt: int) -> float:
         return float(
