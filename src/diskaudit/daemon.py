@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+import uuid
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -30,9 +31,10 @@ from diskaudit.jobs.runner import JobRunner, RunnerConfig
 from diskaudit.jobs.store import JobStore, StoreError
 from diskaudit.metrics.disk_usage import DiskUsageCollector, ScanPoolCollector
 from diskaudit.scan.pool import ScanPool, open_scan_pool
-from diskaudit.settings import ConfigError, Settings
+from diskaudit.settings import ConfigError, Settings, is_postgresql
 
 if TYPE_CHECKING:
+    from diskaudit.adapters.postgres_slots import PostgresCloneSlots
     from diskaudit.http.webconfig import WebConfig
 
 log = logging.getLogger("diskaudit.daemon")
@@ -80,14 +82,50 @@ async def _watch_signals(
             os._exit(EXIT_SECOND_SIGNAL)
 
 
+def _owner_id() -> str:
+    """Who claims jobs and clone slots in the store: readable (host, pid) and unique."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
 async def _open_store(settings: Settings) -> JobStore:
+    owner = _owner_id()
+    if is_postgresql(settings.job_store):
+        from diskaudit.adapters.postgres_store import PostgresJobStore
+
+        try:
+            return await PostgresJobStore.open(
+                settings.job_store,
+                owner=owner,
+                lease_s=settings.job_lease,
+                # Job workers, lease keepers, the queue counts, API requests.
+                pool_size=settings.job_workers + 4,
+            )
+        except StoreError as exc:
+            raise ConfigError([f"job-store: {exc}"]) from None
+
     from diskaudit.adapters.sqlite_store import SQLiteJobStore
 
     path = os.path.join(settings.data_dir, "diskaudit.db")
     try:
-        return await SQLiteJobStore.open(path)
+        return await SQLiteJobStore.open(path, owner=owner, lease_s=settings.job_lease)
     except (OSError, StoreError) as exc:
         raise ConfigError([f"data-dir: the job store {path!r} cannot be opened: {exc}"]) from None
+
+
+async def _open_gate(settings: Settings, store: JobStore) -> PostgresCloneSlots | None:
+    """The cluster-wide clone limit, when there is one (a PostgreSQL store; settings check)."""
+    if not settings.cluster_max_concurrent_clones:
+        return None
+    from diskaudit.adapters.postgres_slots import PostgresCloneSlots
+    from diskaudit.adapters.postgres_store import PostgresJobStore
+
+    assert isinstance(store, PostgresJobStore)  # settings refuse the limit without one
+    gate = PostgresCloneSlots(store, settings.cluster_max_concurrent_clones)
+    try:
+        await gate.prepare()
+    except StoreError as exc:
+        raise ConfigError([f"cluster-max-concurrent-clones: {exc}"]) from None
+    return gate
 
 
 async def serve_http(settings: Settings) -> int:
@@ -113,7 +151,8 @@ async def serve_http(settings: Settings) -> int:
         log.warning("removed %d clone directories left by an earlier run", swept)
     store = await _open_store(settings)
     try:
-        return await _serve(settings, web, api_token, sock, audit_config, store)
+        gate = await _open_gate(settings, store)
+        return await _serve(settings, web, api_token, sock, audit_config, store, gate)
     finally:
         with anyio.CancelScope(shield=True):
             await store.close()
@@ -126,11 +165,13 @@ async def _serve(
     sock: socket.socket,
     audit_config: AuditConfig,
     store: JobStore,
+    gate: PostgresCloneSlots | None,
 ) -> int:
     from diskaudit.http.app import build_app
     from diskaudit.http.jobs_api import job_routes
     from diskaudit.http.server import make_server
     from diskaudit.http.webconfig import BasicAuth
+    from diskaudit.metrics.cluster import ClusterCollector
     from diskaudit.metrics.jobs import JobsCollector
 
     for spec in settings.roots():
@@ -146,7 +187,7 @@ async def _serve(
     counts = QueueCounts()
     async with open_scan_pool(settings.max_procs) as pool, anyio.create_task_group() as tg:
         service = AuditService(
-            audit_config, pool, anyio.CapacityLimiter(settings.max_concurrent_clones)
+            audit_config, pool, anyio.CapacityLimiter(settings.max_concurrent_clones), gate
         )
         audit_state = AuditState()
         runner = JobRunner(
@@ -163,6 +204,8 @@ async def _serve(
             state, pool, settings, process=True, audits=(audit_state, service)
         )
         registry.register(JobsCollector(counts, lambda: runner.running_jobs))
+        if gate is not None:
+            registry.register(ClusterCollector(gate))
         app = build_app(
             lambda: state.snapshot,
             registry,
@@ -183,6 +226,8 @@ async def _serve(
                 async with anyio.create_task_group() as btg:
                     btg.start_soon(counts.refresh_forever, store)
                     btg.start_soon(prune_forever, store, settings.job_retention)
+                    if gate is not None:
+                        btg.start_soon(gate.keep_leases)
                     for repo in settings.repositories:
                         btg.start_soon(enqueue_on_interval, store, runner, repo)
 

@@ -121,6 +121,16 @@ def _check_bind_address(address: str) -> str:
     return address
 
 
+def _check_job_store(value: str) -> str:
+    if value == "sqlite" or value.startswith(("postgresql://", "postgres://")):
+        return value
+    raise ValueError("is neither 'sqlite' nor a postgresql:// URL")
+
+
+def is_postgresql(job_store: str) -> bool:
+    return job_store.startswith(("postgresql://", "postgres://"))
+
+
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 
@@ -408,6 +418,22 @@ class Settings(BaseSettings):
         default=5.0,
         description="On stop, how long running jobs may finish before being queued again.",
     )
+    job_store: Annotated[str, AfterValidator(_check_job_store)] = Field(
+        default="sqlite",
+        description="'sqlite' (data-dir/diskaudit.db, one daemon) or a postgresql:// URL shared "
+        "by several daemons.",
+    )
+    job_lease: Annotated[Duration, Field(ge=3.0)] = Field(
+        default=60.0,
+        description="How long a claimed job stays this daemon's without renewal (renewed every "
+        "third of it); a dead daemon's jobs go to others after it.",
+    )
+    cluster_max_concurrent_clones: int = Field(
+        default=0,
+        ge=0,
+        description="Clones at once across all daemons sharing a PostgreSQL job store; 0 = no "
+        "cluster limit (each daemon still keeps max-concurrent-clones).",
+    )
     api_token: NonEmptyStr | None = Field(
         default=None,
         description="Bearer token of the job API (prefer api-token-file or the environment).",
@@ -440,6 +466,16 @@ class Settings(BaseSettings):
                         "{path} is not one of the scanned roots",
                         {"field": name, "path": path},
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _cluster_limit_needs_a_shared_store(self) -> Self:
+        if self.cluster_max_concurrent_clones and not is_postgresql(self.job_store):
+            raise PydanticCustomError(
+                _CONFLICT,
+                "needs a PostgreSQL job-store (the limit is kept in the shared database)",
+                {"field": "cluster_max_concurrent_clones"},
+            )
         return self
 
     @model_validator(mode="after")
@@ -497,6 +533,7 @@ class Settings(BaseSettings):
         out = {_dash(name): value for name, value in self.model_dump(mode="json").items()}
         if out.get("api-token") is not None:
             out["api-token"] = "***"
+        out["job-store"] = redact_url(str(out["job-store"]))
         out["credentials"] = [
             {_dash(k): v for k, v in c.items() if v is not None} for c in out["credentials"]
         ]
@@ -580,7 +617,20 @@ def _problem(error: ErrorDetails, source_of: Callable[[str], str]) -> str:
 
 
 #: Fields whose values may hold secrets: their errors never show the value.
-_SECRET_FIELDS = {"credentials", "api_token"}
+_SECRET_FIELDS = {"credentials", "api_token", "job_store"}
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``, for messages and dumps."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}{slash}{path}"
 
 
 @dataclass

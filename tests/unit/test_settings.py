@@ -59,6 +59,9 @@ YAML_EXAMPLES: dict[str, tuple[object, object]] = {
     "job-retention": ("7d", 7 * 86400.0),
     "shutdown-grace": ("20s", 20.0),
     "api-token": ("s3cret-token", "s3cret-token"),
+    "job-store": ("postgresql://da@db.example/diskaudit", "postgresql://da@db.example/diskaudit"),
+    "job-lease": ("30s", 30.0),
+    "cluster-max-concurrent-clones": (0, 0),
     "api-token-file": ("/etc/diskaudit/api-token", "/etc/diskaudit/api-token"),
     "repositories": (
         [{"url": "https://h/r.git", "interval": "6h"}],
@@ -508,3 +511,39 @@ def test_shipped_config_documents_every_key() -> None:
         if f"{key}:" not in text
     ]
     assert undocumented == []
+
+
+# --- the shared job store
+
+
+def test_cluster_clone_limit_needs_a_postgresql_job_store(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "cluster-max-concurrent-clones: 2\n")
+    assert problems_of(path) == [
+        f"{path}: cluster-max-concurrent-clones: needs a PostgreSQL job-store "
+        "(the limit is kept in the shared database)"
+    ]
+    ok = write_config(
+        tmp_path, "cluster-max-concurrent-clones: 2\njob-store: postgresql://db/diskaudit\n"
+    )
+    assert load_settings(ok, env={}).cluster_max_concurrent_clones == 2
+
+
+def test_job_store_errors_never_echo_the_url(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "job-store: mysql://user:hunter2@db/x\n")
+    problems = problems_of(path)
+    assert problems == [f"{path}: job-store: is neither 'sqlite' nor a postgresql:// URL"]
+    assert "hunter2" not in "\n".join(problems)
+
+
+def test_job_store_password_is_masked_in_the_dump() -> None:
+    settings = load_settings(
+        None, {"job_store": "postgresql://da:hunter2@db:5432/diskaudit?sslmode=require"}, env={}
+    )
+    dumped = settings.to_yaml_dict()
+    assert dumped["job-store"] == "postgresql://da:***@db:5432/diskaudit?sslmode=require"
+    assert "hunter2" not in repr(dumped)
+
+
+def test_job_lease_has_a_floor(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "job-lease: 1s\n")
+    assert problems_of(path) == [f"{path}: job-lease: '1s' is out of range (must be >= 3.0)"]

@@ -229,7 +229,9 @@ class PostgresJobStore(JobStore):
             kwargs={"row_factory": dict_row},
             # A connection cut by a server restart is found out before it is lent.
             check=AsyncConnectionPool.check_connection,
-            timeout=connect_timeout_s,
+            # How long a call waits for a connection: an API request answers 503 after this
+            # while the database is unreachable.
+            timeout=min(connect_timeout_s, 5.0),
             name="diskaudit-jobs",
         )
 

@@ -26,6 +26,13 @@ class RepoTooLarge(AuditError):
     """The clone grew past max-repo-bytes and was stopped."""
 
 
+class CloneSlotLost(AuditError):
+    """The cluster-wide clone slot could not be kept (the shared database was unreachable for
+    longer than the lease): the clone was stopped so that the cluster limit holds. Retried."""
+
+    transient = True
+
+
 #: Phrases of git's stderr that mean the repository or the access to it is wrong: retrying will
 #: not help. Checked before the transient ones.
 _PERMANENT = (

@@ -11,6 +11,11 @@ The clone limiter
     One ``CapacityLimiter`` token is held from before the clone starts until the clone directory
     is deleted, not merely until ``git clone`` returns: a clone being scanned still takes disk
     and memory. Waiters are served first come, first served (anyio's limiter is FIFO).
+
+The cluster gate
+    Behind the daemon's own limiter, the audit passes the cluster-wide gate (``audit/gate.py``;
+    ``cluster-max-concurrent-clones`` with a PostgreSQL job store), held just as long. The local
+    slot comes first, so a daemon never holds a cluster slot while it waits for its own.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from pathlib import Path
 import anyio
 
 from diskaudit.audit.errors import CloneError, RefusedError, RepoTooLarge, classify_clone_failure
+from diskaudit.audit.gate import CloneGate, NoGate
 from diskaudit.audit.gitproc import GitError, hardened_env, open_git, redact_text, run_git
 from diskaudit.audit.model import AuditResult, DiskFigures
 from diskaudit.audit.urlpolicy import RepoUrl, UrlPolicy, UrlRefused, check_ref, check_url
@@ -120,10 +126,17 @@ def prepare_dirs(config: AuditConfig, *, sweep: bool) -> int:
 
 
 class AuditService:
-    def __init__(self, config: AuditConfig, pool: ScanPool, limiter: anyio.CapacityLimiter) -> None:
+    def __init__(
+        self,
+        config: AuditConfig,
+        pool: ScanPool,
+        limiter: anyio.CapacityLimiter,
+        gate: CloneGate | None = None,
+    ) -> None:
         self.config = config
         self.pool = pool
         self.limiter = limiter
+        self.gate: CloneGate = gate or NoGate()
 
     def slots(self) -> CloneSlots:
         s = self.limiter.statistics()
@@ -144,7 +157,7 @@ class AuditService:
             raise RefusedError(str(exc)) from None
         secrets, extra_env = self._credentials_for(repo)
         env = hardened_env(str(self.config.git_home), extra_env)
-        async with self.limiter:
+        async with self.limiter, self.gate.slot():
             clone_dir = self.config.clones_dir / uuid.uuid4().hex
             try:
                 return await self._audit_clone(repo, ref, clone_dir, env, secrets)

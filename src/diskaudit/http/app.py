@@ -23,6 +23,7 @@ from diskaudit.http.jobs_api import ApiAuthMiddleware
 from diskaudit.http.page import CONTENT_SECURITY_POLICY, render_page
 from diskaudit.http.webconfig import BasicAuth
 from diskaudit.jobs.model import Job
+from diskaudit.jobs.store import StoreError
 from diskaudit.render import display_path
 
 GZIP_MIN_BYTES = 1024  # smaller bodies are not worth compressing
@@ -89,7 +90,10 @@ def build_app(
         )
 
     async def index(request: Request) -> Response:
-        jobs = await recent_jobs() if recent_jobs is not None else None
+        try:
+            jobs = await recent_jobs() if recent_jobs is not None else None
+        except StoreError:
+            jobs = None  # the page still shows the disk usage; /metrics says the store is down
         return HTMLResponse(
             render_index(snapshot(), jobs, implementation=implementation),
             headers={

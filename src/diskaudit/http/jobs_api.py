@@ -79,6 +79,13 @@ class Problem(BaseModel):
     errors: list[dict[str, Any]] | None = None
 
 
+def _unavailable(reason: str) -> Response:
+    """503: the job store cannot answer now (disk full, database unreachable)."""
+    response = _problem(503, reason)
+    response.headers["Retry-After"] = "60"
+    return response
+
+
 def _problem(status: int, detail: str, **extra: Any) -> JSONResponse:
     body: dict[str, Any] = {"detail": detail}
     body.update(extra)
@@ -166,9 +173,7 @@ def job_routes(
         try:
             job, created = await store.submit(repo.url, ref, now=clock())
         except StoreError as exc:
-            response = _problem(503, f"the job could not be stored: {exc}")
-            response.headers["Retry-After"] = "60"
-            return response
+            return _unavailable(f"the job could not be stored: {exc}")
         if runner is not None and created:
             runner.wake()
         return JSONResponse(
@@ -178,7 +183,10 @@ def job_routes(
         )
 
     async def show(request: Request) -> Response:
-        job = await store.get(request.path_params["job_id"])
+        try:
+            job = await store.get(request.path_params["job_id"])
+        except StoreError as exc:
+            return _unavailable(f"the job could not be read: {exc}")
         if job is None:
             return _problem(404, "no such job")
         return JSONResponse(job.to_json())
@@ -194,7 +202,10 @@ def job_routes(
         # ASCII digits only: str.isdigit() accepts "²", which int() then refuses.
         if not re.fullmatch(r"[0-9]{1,4}", limit_arg) or not 1 <= int(limit_arg) <= MAX_LIST:
             return _problem(422, f"limit must be an integer from 1 to {MAX_LIST}")
-        jobs = await store.list(status=status, limit=int(limit_arg))
+        try:
+            jobs = await store.list(status=status, limit=int(limit_arg))
+        except StoreError as exc:
+            return _unavailable(f"the jobs could not be read: {exc}")
         return JSONResponse({"jobs": [j.to_json() for j in jobs]})
 
     async def cancel(request: Request) -> Response:
@@ -202,7 +213,7 @@ def job_routes(
         try:
             job = await store.cancel(job_id, now=clock())
         except StoreError as exc:
-            return _problem(503, f"the job could not be cancelled: {exc}")
+            return _unavailable(f"the job could not be cancelled: {exc}")
         if job is None:
             return _problem(404, "no such job")
         if job.status == Status.RUNNING and runner is not None:
@@ -234,7 +245,7 @@ def _responses(ok: dict[str, Any], *codes: int) -> dict[str, Any]:
         404: "No such job",
         413: "Body too large",
         422: "Invalid job, refused URL or invalid query",
-        503: "The job store cannot write (e.g. disk full)",
+        503: "The job store cannot answer now (disk full, database unreachable)",
     }
     out = dict(ok)
     for code in (401, 403, *codes):
@@ -312,6 +323,7 @@ def openapi_schema() -> dict[str, Any]:
                             }
                         },
                         422,
+                        503,
                     ),
                 },
             },
@@ -320,7 +332,7 @@ def openapi_schema() -> dict[str, Any]:
                     "summary": "A job",
                     "operationId": "getJob",
                     "parameters": [job_id],
-                    "responses": _responses({"200": {"description": "The job", **job}}, 404),
+                    "responses": _responses({"200": {"description": "The job", **job}}, 404, 503),
                 },
                 "delete": {
                     "summary": "Cancel a job (a running one is stopped: its git processes "
