@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -195,3 +196,141 @@ async def test_recovery_requeues_running_jobs_at_start() -> None:
     done = await run_until(store, audit, lambda j: j.status.final, job.id)
     assert done.status == Status.SUCCEEDED
     assert done.attempts == 2  # the lost attempt counts
+
+
+# -- leases: several daemons on one store -------------------------------------------------------
+
+
+class SharedMemoryStore(MemoryJobStore):
+    """The memory store posing as a shared one (like PostgreSQL): no take-back at start-up."""
+
+    shared = True
+
+
+async def wait_until(what: str, check: Callable[[], Awaitable[bool]], timeout_s: float = 5) -> None:
+    with anyio.fail_after(timeout_s):
+        while True:
+            if await check():
+                return
+            await anyio.sleep(0.01)
+
+
+async def status_of(store: MemoryJobStore, job_id: str) -> Job:
+    job = await store.get(job_id)
+    assert job is not None
+    return job
+
+
+async def test_a_job_taken_over_by_another_daemon_is_stopped_and_not_recorded() -> None:
+    here = SharedMemoryStore(owner="here", lease_s=0.3)
+    other = SharedMemoryStore(owner="other", lease_s=0.3, share_with=here)
+    job, _ = await here.submit("https://h/r.git", None, now=time.time())
+    started, stopped = anyio.Event(), anyio.Event()
+
+    async def audit(url: str, ref: str | None) -> AuditResult:
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            stopped.set()
+        raise AssertionError("unreachable")
+
+    runner = JobRunner(here, audit, RunnerConfig(poll_s=0.01, workers=1))
+    async with anyio.create_task_group() as tg:
+        await tg.start(runner.run)
+        await started.wait()
+        # Cut off from the store past its lease: the other daemon recovers and claims the job.
+        later = time.time() + 1
+        assert await other.recover(now=later, max_attempts=3) == 1
+        taken = await other.claim(now=later)
+        assert taken is not None
+        with anyio.fail_after(5):
+            await stopped.wait()  # the next renewal finds the lease lost
+        await wait_until("the runner let go", lambda: _async(runner.running_jobs == 0))
+        tg.cancel_scope.cancel()
+    after = await status_of(here, job.id)
+    assert after.status == Status.RUNNING
+    assert after.owner == "other"
+    assert after.attempts == 2
+    assert [s for s, _ in after.history][-1] == Status.RUNNING  # nothing recorded by "here"
+
+
+async def _async(value: bool) -> bool:
+    return value
+
+
+async def test_a_cancel_asked_through_another_daemon_stops_the_job() -> None:
+    here = SharedMemoryStore(owner="here", lease_s=0.3)
+    other = SharedMemoryStore(owner="other", share_with=here)
+    job, _ = await here.submit("https://h/r.git", None, now=time.time())
+    started = anyio.Event()
+
+    async def audit(url: str, ref: str | None) -> AuditResult:
+        started.set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    runner = JobRunner(here, audit, RunnerConfig(poll_s=0.01))
+    async with anyio.create_task_group() as tg:
+        await tg.start(runner.run)
+        await started.wait()
+        requested = await other.cancel(job.id, now=time.time())
+        assert requested is not None
+        assert requested.cancel_requested
+        assert not runner.cancel_running("0" * 32)
+        await wait_until("cancelled", lambda: _final(here, job.id), timeout_s=5)
+        tg.cancel_scope.cancel()
+    done = await status_of(here, job.id)
+    assert done.status == Status.CANCELLED
+
+
+async def _final(store: MemoryJobStore, job_id: str) -> bool:
+    return (await status_of(store, job_id)).status.final
+
+
+async def test_an_outcome_waits_for_the_store_to_come_back() -> None:
+    store = MemoryJobStore(lease_s=4.0)
+    job, _ = await store.submit("https://h/r.git", None, now=time.time())
+
+    async def audit(url: str, ref: str | None) -> AuditResult:
+        store.fail_writes = "the job store cannot write: server closed the connection"
+        return a_result(url)
+
+    runner = JobRunner(store, audit, RunnerConfig(poll_s=0.01))
+    async with anyio.create_task_group() as tg:
+        await tg.start(runner.run)
+        await wait_until("the audit ran", lambda: _async(store.fail_writes is not None))
+        await anyio.sleep(0.6)  # a few failed attempts to store the outcome
+        assert (await status_of(store, job.id)).status == Status.RUNNING
+        store.fail_writes = None
+        await wait_until("stored", lambda: _final(store, job.id), timeout_s=10)
+        tg.cancel_scope.cancel()
+    done = await status_of(store, job.id)
+    assert done.status == Status.SUCCEEDED
+    assert done.attempts == 1
+
+
+async def test_jobs_of_a_dead_daemon_are_taken_once_their_lease_runs_out() -> None:
+    here = SharedMemoryStore(owner="here", lease_s=0.4)
+    dead = SharedMemoryStore(owner="dead", lease_s=0.4, share_with=here)
+    job, _ = await dead.submit("https://h/r.git", None, now=time.time())
+    assert await dead.claim(now=time.time()) is not None
+    ran: list[str] = []
+
+    async def audit(url: str, ref: str | None) -> AuditResult:
+        ran.append(url)
+        return a_result(url)
+
+    runner = JobRunner(here, audit, RunnerConfig(poll_s=0.01))
+    async with anyio.create_task_group() as tg:
+        await tg.start(runner.run)
+        # Not at start-up (a shared store: the lease still holds)...
+        assert (await status_of(here, job.id)).owner == "dead"
+        # ...but once the lease has run out.
+        await wait_until("taken over", lambda: _final(here, job.id), timeout_s=5)
+        tg.cancel_scope.cancel()
+    done = await status_of(here, job.id)
+    assert done.status == Status.SUCCEEDED
+    assert done.owner == "here"
+    assert done.attempts == 2
+    assert ran == ["https://h/r.git"]

@@ -232,6 +232,9 @@ class PostgresJobStore(JobStore):
             # How long a call waits for a connection: an API request answers 503 after this
             # while the database is unreachable.
             timeout=min(connect_timeout_s, 5.0),
+            # The pool retries a lost connection with a doubling delay; giving up after 10 s and
+            # starting again on the next request keeps the wait after a long outage short.
+            reconnect_timeout=10.0,
             name="diskaudit-jobs",
         )
 
