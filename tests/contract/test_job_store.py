@@ -772,3 +772,37 @@ async def test_sqlite_on_a_full_disk(tiny_tmpfs: Path) -> None:
         assert listed[done.id] == done
     finally:
         await store.close()
+
+
+async def test_sqlite_version_1_database_is_migrated_in_place(tmp_path: Path) -> None:
+    from diskaudit.adapters.sqlite_store import MIGRATIONS
+
+    path = tmp_path / "diskaudit.db"
+    conn = sqlite3.connect(path)
+    try:
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO jobs (id, url, ref, status, attempts, created_at, started_at)"
+            " VALUES ('a' , ?, NULL, 'running', 1, ?, ?)",
+            (URL, T0, T0 + 1),
+        )
+        conn.execute("PRAGMA user_version = 1")
+        conn.commit()
+    finally:
+        conn.close()
+    store = await SQLiteJobStore.open(str(path))
+    try:
+        job = await store.get("a")
+        assert job is not None
+        assert (job.status, job.owner, job.lease_until) == (Status.RUNNING, None, None)
+        # Left running by a daemon of the old version: taken back at the next start.
+        assert await store.recover(now=T0 + 2, max_attempts=3) == 0
+        assert await store.recover(now=T0 + 2, max_attempts=3, any_owner=True) == 1
+    finally:
+        await store.close()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    finally:
+        conn.close()
