@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from diskaudit.adapters.postgres_slots import PostgresCloneSlots
@@ -160,7 +162,9 @@ async def test_a_dead_daemons_slot_frees_itself_after_its_lease(open_store: Open
     dead = PostgresCloneSlots(await open_store("dead", lease_s=1.0), 1)
     await dead.prepare()
     # The dead daemon took the only slot and never gave it back or renewed it.
-    assert await dead._try_take("its-holder") == 0
+    taken = await dead._try_take("its-holder")
+    assert taken is not None
+    assert taken[0] == 0
     alive = PostgresCloneSlots(await open_store("alive", lease_s=1.0), 1, poll_s=0.05)
     started = anyio.current_time()
     with anyio.fail_after(10):
@@ -193,3 +197,23 @@ async def test_a_slot_that_cannot_be_kept_stops_its_clone(dsn: str, pg: PgServer
         assert stopped
     finally:
         await store.close()
+
+
+async def test_a_slot_not_renewed_in_time_stops_its_clone_before_the_lease_ends(
+    open_store: Open,
+) -> None:
+    now = [time.time()]
+    gate = PostgresCloneSlots(await open_store("here", lease_s=10.0), 1, clock=lambda: now[0])
+    await gate.prepare()
+
+    async def clone() -> None:
+        async with gate.slot():
+            now[0] += 5.0  # renewals failed for half the lease: not yet
+            gate.check_expiring()
+            await anyio.lowlevel.checkpoint()
+            now[0] += 1.5  # 65 % of the lease: stop now, before another daemon may take it
+            gate.check_expiring()
+            await anyio.sleep(5)
+
+    with anyio.fail_after(10), pytest.raises(CloneSlotLost, match="could not be renewed for 6s"):
+        await clone()

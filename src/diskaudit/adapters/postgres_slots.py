@@ -96,10 +96,11 @@ class PostgresCloneSlots:
         holder = uuid.uuid4().hex
         self._waiting += 1
         try:
-            number = await self._acquire(holder)
+            number_and_time = await self._acquire(holder)
         finally:
             self._waiting -= 1
-        held = _Held(number, renewed_at=self._clock())
+        number, taken_at = number_and_time
+        held = _Held(number, renewed_at=taken_at)
         self._held[holder] = held
         try:
             with held.scope:
@@ -111,23 +112,27 @@ class PostgresCloneSlots:
             with anyio.CancelScope(shield=True):
                 await self._release(number, holder)
 
-    async def _acquire(self, holder: str) -> int:
+    async def _acquire(self, holder: str) -> tuple[int, float]:
         """Wait for a free slot; under the caller's deadline. A database error is waited out
         like a full cluster (logged), not raised: the deadline decides when to give up."""
         while True:
             try:
-                number = await self._try_take(holder)
+                taken = await self._try_take(holder)
             except StoreError as exc:
                 log.warning("cannot take a cluster clone slot yet: %s", exc)
-                number = None
-            if number is not None:
-                return number
+                taken = None
+            if taken is not None:
+                return taken
             await anyio.sleep(self._poll_s * (0.5 + random.random()))
 
-    async def _try_take(self, holder: str) -> int | None:
-        now = self._clock()
+    async def _try_take(self, holder: str) -> tuple[int, float] | None:
+        """(slot, time its lease counts from), or None if every slot is taken."""
 
-        async def run(conn: Conn) -> int | None:
+        async def run(conn: Conn) -> tuple[int, float] | None:
+            # The time is read once the connection is ours: waiting for a connection (up to
+            # the pool's timeout while the database is unreachable) must not shorten the lease
+            # or make a slot look free that is not.
+            now = self._clock()
             cur = await conn.execute(
                 "UPDATE diskaudit_clone_slots SET owner = %s, holder = %s, lease_until = %s"
                 " WHERE slot = (SELECT slot FROM diskaudit_clone_slots WHERE slot < %s"
@@ -136,7 +141,7 @@ class PostgresCloneSlots:
                 (self.owner, holder, now + self.lease_s, self.total, now),
             )
             row = await cur.fetchone()
-            return None if row is None else int(row["slot"])
+            return None if row is None else (int(row["slot"]), now)
 
         return await self._store._tx("write", run)
 
@@ -161,17 +166,43 @@ class PostgresCloneSlots:
 
     async def keep_leases(self) -> None:
         """Renew the slots held here; stop clones whose slot could not be kept; refresh the
-        cluster's count for metrics. Runs for the daemon's life."""
+        cluster's count for metrics. Runs for the daemon's life.
+
+        The watchdog runs apart from the renewals: a renewal may hang on an unreachable
+        database (up to the pool's wait), and the clone must be stopped before its lease runs
+        out whatever the renewal is doing."""
         interval = min(self.lease_s / 4, 5.0)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watchdog)
+            while True:
+                await anyio.sleep(interval)
+                with anyio.move_on_after(interval):
+                    await self.renew_once()
+
+    async def _watchdog(self) -> None:
         while True:
-            await anyio.sleep(interval)
-            await self.renew_once()
+            await anyio.sleep(min(self.lease_s / 20, 0.5))
+            self.check_expiring()
+
+    def check_expiring(self) -> None:
+        """Stop every clone whose slot was last renewed more than GIVE_UP_AFTER of the lease
+        ago: its lease may run out soon, and then another daemon may take the slot."""
+        now = self._clock()
+        for holder, held in list(self._held.items()):
+            if now - held.renewed_at > self.lease_s * GIVE_UP_AFTER:
+                self._stop(
+                    holder,
+                    f"the cluster clone slot could not be renewed for {now - held.renewed_at:.0f}s"
+                    " (job store unreachable): stopped to keep the cluster limit",
+                )
 
     async def renew_once(self) -> None:
-        now = self._clock()
         holders = list(self._held)
+        now = self._clock()
 
         async def run(conn: Conn) -> tuple[set[str], int]:
+            nonlocal now
+            now = self._clock()  # once the connection is ours (see _try_take)
             kept: set[str] = set()
             if holders:
                 cur = await conn.execute(
@@ -191,20 +222,15 @@ class PostgresCloneSlots:
         try:
             kept, self._in_use = await self._store._tx("write", run)
         except StoreError as exc:
-            for holder, held in list(self._held.items()):
-                if now - held.renewed_at > self.lease_s * GIVE_UP_AFTER:
-                    self._stop(
-                        holder,
-                        f"the cluster clone slot could not be renewed for "
-                        f"{now - held.renewed_at:.0f}s ({exc}): stopped to keep the cluster limit",
-                    )
+            log.warning("cannot renew %d cluster clone slots: %s", len(holders), exc)
             return
         for holder in holders:
             held_now = self._held.get(holder)
             if held_now is None:
                 continue
             if holder in kept:
-                held_now.renewed_at = now
+                # The new lease counts from when the renewal started, not from its answer.
+                held_now.renewed_at = max(held_now.renewed_at, now)
             else:
                 self._stop(holder, "the cluster clone slot was taken over (its lease ran out)")
 

@@ -18,6 +18,7 @@ refused. Table names are prefixed ``diskaudit_``: the database may be shared wit
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -341,7 +342,10 @@ class PostgresJobStore(JobStore):
         return await self._tx("read", run)
 
     async def claim(self, *, now: float) -> Job | None:
+        asked = time.monotonic()
+
         async def run(conn: Conn) -> Job | None:
+            start = _lease_start(now, asked)
             cur = await conn.execute(
                 "SELECT id, attempts FROM diskaudit_jobs WHERE status = 'queued'"
                 " AND not_before <= %s ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED",
@@ -360,7 +364,7 @@ class PostgresJobStore(JobStore):
                 error=None,
                 cancel_requested=False,
                 owner=self.owner,
-                lease_until=now + self.lease_s,
+                lease_until=start + self.lease_s,
             )
             return await _must_load(conn, row["id"])
 
@@ -371,11 +375,13 @@ class PostgresJobStore(JobStore):
         if not ids:
             return Renewal(frozenset(), frozenset())
 
+        asked = time.monotonic()
+
         async def run(conn: Conn) -> Renewal:
             cur = await conn.execute(
                 "UPDATE diskaudit_jobs SET lease_until = %s WHERE id = ANY(%s)"
                 " AND status = 'running' AND owner = %s RETURNING id, cancel_requested",
-                (now + self.lease_s, ids, self.owner),
+                (_lease_start(now, asked) + self.lease_s, ids, self.owner),
             )
             rows = await cur.fetchall()
             kept = {row["id"] for row in rows}
@@ -526,6 +532,14 @@ class PostgresJobStore(JobStore):
             return out
 
         return await self._tx("read", run)
+
+
+def _lease_start(now: float, asked: float) -> float:
+    """When a lease granted now starts: ``now`` as the caller gave it, unless getting a
+    connection took long (the database was unreachable for a while): then a lease counted from
+    ``now`` would be short, or over already, when it is written."""
+    waited = time.monotonic() - asked
+    return now + waited if waited > 1.0 else now
 
 
 def _short(e: Exception) -> str:
