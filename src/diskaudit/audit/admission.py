@@ -262,6 +262,8 @@ class Ticket:
     #: Peak RSS of its git processes and its directory size, reported by its watcher.
     memory_seen: int = 0
     disk_seen: int = 0
+    #: True once past the wait for the reserves.
+    started: bool = False
     #: True while git clones (the watcher runs); only such clones are stopped for shortage.
     cloning: bool = False
     borrowers: list[object] = field(default_factory=list)
@@ -307,14 +309,22 @@ class Admission:
 
     # -- the rule --------------------------------------------------------------------------
 
+    def _others(self, exclude: Ticket | None) -> list[Ticket]:
+        """Tickets holding slots; with ``exclude``, only the started ones but that one. (A
+        ticket's own wait for the reserves never counts tickets still waiting too: they
+        would wait for each other.)"""
+        if exclude is None:
+            return self._active
+        return [t for t in self._active if t.started and t is not exclude]
+
     def pending_memory(self, exclude: Ticket | None = None) -> int:
         """Memory admitted clones are expected to take but have not been seen to take."""
         per = self.config.memory_estimate
-        return sum(max(0, per * t.weight - t.memory_seen) for t in self._active if t is not exclude)
+        return sum(max(0, per * len(t.borrowers) - t.memory_seen) for t in self._others(exclude))
 
     def pending_disk(self, exclude: Ticket | None = None) -> int:
         """Disk admitted clones are expected to take (from history) beyond what they hold."""
-        return sum(max(0, t.expected_bytes - t.disk_seen) for t in self._active if t is not exclude)
+        return sum(max(0, t.expected_bytes - t.disk_seen) for t in self._others(exclude))
 
     def tokens_for(self, reading: MachineReading | None, in_use: int) -> int:
         """How many slots the limiter should have: those in use plus as many clones' estimates
@@ -322,7 +332,11 @@ class Admission:
         cfg = self.config
         if reading is None or reading.memory_available is None or cfg.memory_estimate <= 0:
             return cfg.max_clones
-        spare = reading.memory_available - self.pending_memory() - cfg.memory_reserve
+        # Slots just handed over by the limiter to a task that has not resumed yet belong to no
+        # ticket so far: they count at a full estimate each.
+        unclaimed = max(0, in_use - sum(len(t.borrowers) for t in self._active))
+        pending = self.pending_memory() + unclaimed * cfg.memory_estimate
+        spare = reading.memory_available - pending - cfg.memory_reserve
         more = spare // cfg.memory_estimate if spare > 0 else 0
         return max(1, min(cfg.max_clones, in_use + more))
 
@@ -367,8 +381,8 @@ class Admission:
         ticket = Ticket(max(1, min(weight, self.config.max_clones)), max(0, expected_bytes))
         try:
             await self._take_slots(ticket)
-            self._active.append(ticket)
             await self._wait_for_resources(ticket)
+            ticket.started = True
             yield ticket
         finally:
             with suppress(ValueError):
@@ -391,6 +405,7 @@ class Admission:
         """Wait for one more slot while re-reading the machine (which may raise the total).
         False if the ticket already holds as many slots as there are."""
         held = len(ticket.borrowers)
+        await self.refresh(max_age=self.config.poll_s / 2)  # a burst meets the current total
         if held and held >= self.limiter.total_tokens:
             return False
         borrower = object()
@@ -406,6 +421,8 @@ class Admission:
             tg.start_soon(retune)
             await self.limiter.acquire_on_behalf_of(borrower)
             ticket.borrowers.append(borrower)
+            if ticket not in self._active:  # counted as pending from its first slot on
+                self._active.append(ticket)
             tg.cancel_scope.cancel()
         return borrower in ticket.borrowers
 
