@@ -119,9 +119,11 @@ async def test_a_clone_is_stopped_when_memory_runs_short(tmp_path: Path, pool: S
 
         async def squeeze() -> None:
             # Once the clone runs (its directory exists), the machine runs short.
-            while not any(cfg.clones_dir.iterdir()):
+            while True:
+                if any(cfg.clones_dir.iterdir()):
+                    probe.memory = 100 * MIB
+                    return
                 await anyio.sleep(0.01)
-            probe.memory = 100 * MIB
 
         with anyio.fail_after(60):
             async with anyio.create_task_group() as tg:
@@ -155,7 +157,11 @@ async def test_a_repository_over_max_repo_bytes_fails_its_job_with_the_reason(
         with anyio.fail_after(60):
             async with anyio.create_task_group() as tg:
                 await tg.start(runner.run)
-                while not (done := await store.get(job.id)) or not done.status.final:
+                while True:
+                    done = await store.get(job.id)
+                    assert done is not None
+                    if done.status.final:
+                        break
                     await anyio.sleep(0.05)
                 tg.cancel_scope.cancel()
     assert done.status == Status.FAILED
