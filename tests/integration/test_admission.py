@@ -164,6 +164,8 @@ async def test_a_repository_over_max_repo_bytes_fails_its_job_with_the_reason(
                         break
                     await anyio.sleep(0.05)
                 tg.cancel_scope.cancel()
+    done = await store.get(job.id)
+    assert done is not None
     assert done.status == Status.FAILED
     assert done.attempts == 1  # permanent: not retried
     assert done.error is not None
