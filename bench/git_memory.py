@@ -103,11 +103,26 @@ def make_chains_repo(path: Path, files: int, file_mb: int, commits: int) -> None
     subprocess.run(["git", "--git-dir", str(path), "repack", "-a", "-d", "-q"], check=True, env=env)
 
 
-def clone_peak_http(url: str, bounded: bool) -> tuple[float, float]:
+def variant_config(spec: str) -> dict[str, str]:
+    """``defaults`` (none), ``bounded`` (GIT_MEMORY_CONFIG), ``bounded+k=v,...`` (overridden) or
+    ``k=v,...`` alone: to tell which setting buys the memory and which costs the time."""
+    if spec == "defaults":
+        return {}
+    base: dict[str, str] = {}
+    if spec.startswith("bounded"):
+        base = dict(GIT_MEMORY_CONFIG)
+        spec = spec.removeprefix("bounded").removeprefix("+")
+    for item in filter(None, spec.split(",")):
+        key, _, value = item.partition("=")
+        base[key] = value
+    return base
+
+
+def clone_peak_http(url: str, config: dict[str, str]) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         env = isolated_git_env(tmp)
-        if bounded:
-            env.update(config_env(GIT_MEMORY_CONFIG))
+        if config:
+            env.update(config_env(config))
         t0 = time.monotonic()
         proc = subprocess.Popen(["git", "clone", "-q", url, f"{tmp}/c"], env=env)
         sampler = ProcessTreeSampler(proc.pid, 0.005)
@@ -152,6 +167,11 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=4, help="chains: large files")
     parser.add_argument("--file-mb", type=int, default=8, help="chains: size of each")
     parser.add_argument("--commits", type=int, default=200, help="chains: commits")
+    parser.add_argument(
+        "--variants",
+        default="defaults;bounded;defaults;bounded",
+        help="chains: ';'-separated: defaults, bounded, bounded+k=v,..., k=v,...",
+    )
     args = parser.parse_args()
     if args.kind == "rewrites":
         repo = default_cache_dir() / f"git-memory-{args.size_mb}mb.git"
@@ -162,14 +182,16 @@ def main() -> None:
         make_chains_repo(repo, args.files, args.file_mb, args.commits)
     size = sum(p.stat().st_size for p in repo.rglob("*") if p.is_file()) / 2**20
     print(f"repository: {repo} ({size:.0f} MiB packed)")
-    with http_git_server(repo.parent) as server:
+    if args.kind == "rewrites":
         for bounded in (False, True, False, True):
-            if args.kind == "rewrites":
-                peak, wall = clone_peak(repo, bounded)
-            else:
-                peak, wall = clone_peak_http(server.url + repo.name, bounded)
+            peak, wall = clone_peak(repo, bounded)
             label = "bounded (GIT_MEMORY_CONFIG)" if bounded else "git defaults"
             print(f"{label:28s} peak RSS {peak:6.0f} MiB, {wall:5.1f} s", flush=True)
+        return
+    with http_git_server(repo.parent) as server:
+        for spec in args.variants.split(";"):
+            peak, wall = clone_peak_http(server.url + repo.name, variant_config(spec))
+            print(f"{spec:50s} peak RSS {peak:6.0f} MiB, {wall:5.1f} s", flush=True)
 
 
 if __name__ == "__main__":
