@@ -22,6 +22,7 @@ import anyio.abc
 from prometheus_client import CollectorRegistry, write_to_textfile
 from prometheus_client.process_collector import ProcessCollector
 
+from diskaudit.audit.admission import Admission
 from diskaudit.audit.service import AuditConfig, AuditService, prepare_dirs
 from diskaudit.audit.state import AuditState, audit_and_record
 from diskaudit.exporter.scheduler import run_scheduler, scan_all
@@ -186,10 +187,14 @@ async def _serve(
     background = anyio.CancelScope()
     counts = QueueCounts()
     async with open_scan_pool(settings.max_procs) as pool, anyio.create_task_group() as tg:
-        service = AuditService(
-            audit_config, pool, anyio.CapacityLimiter(settings.max_concurrent_clones), gate
-        )
         audit_state = AuditState()
+        service = AuditService(
+            audit_config,
+            pool,
+            Admission.from_settings(settings),
+            gate,
+            last_size=audit_state.last_size,
+        )
         runner = JobRunner(
             store,
             partial(audit_and_record, service, audit_state),
@@ -228,6 +233,7 @@ async def _serve(
                     btg.start_soon(prune_forever, store, settings.job_retention)
                     if gate is not None:
                         btg.start_soon(gate.keep_leases)
+                    btg.start_soon(service.admission.refresh_forever)  # headroom metrics
                     for repo in settings.repositories:
                         btg.start_soon(enqueue_on_interval, store, runner, repo)
 

@@ -245,6 +245,8 @@ BindAddress = Annotated[str, AfterValidator(_check_bind_address)]
 Mode = Annotated[Literal["http", "file"], BeforeValidator(_lower)]
 #: Bytes; written as "2GiB", "500MB" or a number of bytes.
 Size = Annotated[int, BeforeValidator(_parse_size), Field(gt=0)]
+#: Bytes as for ``Size``; 0 turns the check it bounds off.
+SizeOrOff = Annotated[int, BeforeValidator(_parse_size), Field(ge=0)]
 #: Seconds; written as "5m", "30s", "1h30m", "250ms" or a number of seconds.
 Duration = Annotated[float, BeforeValidator(_parse_duration), Field(gt=0, allow_inf_nan=False)]
 MetricsCompat = Annotated[Literal["none", "dundee"], BeforeValidator(_lower)]
@@ -369,7 +371,23 @@ class Settings(BaseSettings):
     max_concurrent_clones: int = Field(
         default=2,
         ge=1,
-        description="Clones on disk at once; a slot is held until the clone is deleted.",
+        description="Clones on disk at once at most; fewer while memory is short (a slot is "
+        "held until the clone is deleted).",
+    )
+    clone_memory_reserve: SizeOrOff = Field(
+        default=256 * 1024**2,
+        description="Memory that must stay available: a clone starts only with this much "
+        "available, and one is stopped if it falls under half of it. 0: no memory check.",
+    )
+    clone_memory_estimate: SizeOrOff = Field(
+        default=128 * 1024**2,
+        description="Memory one clone is expected to take; clone slots above the first are "
+        "added only while available memory covers them. 0: always max-concurrent-clones.",
+    )
+    clone_disk_reserve: SizeOrOff = Field(
+        default=1024**3,
+        description="Free space data-dir must keep: a clone starts only with this much free, "
+        "and one is stopped if it falls under half of it. 0: no disk check.",
     )
     allowed_schemes: StrList = Field(
         default=("https", "ssh", "git"),

@@ -558,7 +558,9 @@ def test_disk_full_refuses_submissions_with_503(
 ) -> None:
     root = tmp_path / "repos"
     make_repo(root / "tiny.git", files=2, size=100, commits=1)
-    with http_git_server(root) as git, running_daemon(tmp_path, settings(tmp_path)) as d:
+    # data-dir is a 512 KiB tmpfs: no clone would ever get the default 1 GiB disk reserve.
+    daemon_settings = settings(tmp_path, **{"clone-disk-reserve": 0})
+    with http_git_server(root) as git, running_daemon(tmp_path, daemon_settings) as d:
         url = f"{git.url}tiny.git"
         code, first = submit(d, url)
         assert code == 202, first

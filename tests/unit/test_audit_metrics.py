@@ -75,3 +75,38 @@ def test_per_repository_figures_and_levels_of_concern() -> None:
     assert reg.get_sample_value("diskaudit_repo_sizer_value", level) == 20_000_000
     state.forget(URL)
     assert reg.get_sample_value("diskaudit_repo_pack_bytes", repo) is None  # no stale series
+
+
+def test_admission_gauges_and_stopped_clones() -> None:
+    slots = CloneSlots(
+        total=3,
+        in_use=2,
+        waiting=1,
+        waiting_for_resources=1,
+        memory_headroom=-5 * 1024**2,
+        disk_headroom=7 * 1024**3,
+        stopped=(("max_repo_bytes", 2), ("memory", 1)),
+    )
+    reg = registry(AuditState(), slots)
+    assert reg.get_sample_value("diskaudit_clone_slots") == 3
+    assert reg.get_sample_value("diskaudit_clone_admissions_waiting") == 1
+    assert reg.get_sample_value("diskaudit_clone_memory_headroom_bytes") == -5 * 1024**2
+    assert reg.get_sample_value("diskaudit_clone_disk_headroom_bytes") == 7 * 1024**3
+    assert reg.get_sample_value("diskaudit_clones_stopped_total", {"reason": "memory"}) == 1
+    assert reg.get_sample_value("diskaudit_clones_stopped_total", {"reason": "max_repo_bytes"}) == 2
+
+
+def test_headroom_is_absent_when_not_measured() -> None:
+    reg = registry(AuditState(), CloneSlots(total=2, in_use=0, waiting=0))
+    assert reg.get_sample_value("diskaudit_clone_memory_headroom_bytes") is None
+    assert reg.get_sample_value("diskaudit_clone_disk_headroom_bytes") is None
+    assert reg.get_sample_value("diskaudit_clone_admissions_waiting") == 0
+
+
+def test_last_size_is_git_dir_plus_worktree_of_the_latest_audit() -> None:
+    state = AuditState()
+    assert state.last_size(URL) is None
+    state.record_success(result())
+    assert state.last_size(URL) == 4096 + 8192
+    state.forget(URL)
+    assert state.last_size(URL) is None

@@ -33,6 +33,13 @@ class CloneSlotLost(AuditError):
     transient = True
 
 
+class ResourceShortage(AuditError):
+    """The clone was stopped because the machine ran short of memory or disk while it ran.
+    Transient: the job is retried later, when the machine may have room again."""
+
+    transient = True
+
+
 #: Phrases of git's stderr that mean the repository or the access to it is wrong: retrying will
 #: not help. Checked before the transient ones.
 _PERMANENT = (

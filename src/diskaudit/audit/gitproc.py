@@ -16,7 +16,7 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 
@@ -152,12 +152,14 @@ async def open_git(
     env: Mapping[str, str],
     cwd: str | None = None,
     redact: Sequence[str] = (),
+    on_start: Callable[[int], None] | None = None,
 ) -> AsyncIterator[GitProcess]:
     """Start ``git ARGS`` in its own process group; yield it to read stdout.
 
     On leaving the block normally, waits for git and raises ``GitError`` on a non-zero exit.
     On cancellation or an exception, terminates the whole process group first.
     ``redact``: strings (tokens) replaced by ``***`` in the stderr kept for errors.
+    ``on_start``: called with the process group id once git runs (for watching its memory).
     """
     # Shielded: a cancellation inside open_process would leave a git nobody kills.
     with anyio.CancelScope(shield=True):
@@ -172,6 +174,8 @@ async def open_git(
         )
     assert proc.stdout is not None
     assert proc.stderr is not None
+    if on_start is not None:
+        on_start(proc.pid)  # start_new_session: git's leader's pid is the group id
     stderr_tail = bytearray()
 
     async def drain_stderr(stream: anyio.abc.ByteReceiveStream) -> None:
@@ -205,10 +209,11 @@ async def run_git(
     env: Mapping[str, str],
     cwd: str | None = None,
     redact: Sequence[str] = (),
+    on_start: Callable[[int], None] | None = None,
 ) -> bytes:
     """``git ARGS``; its whole stdout (for small outputs). Raises ``GitError``."""
     out = bytearray()
-    async with open_git(args, env=env, cwd=cwd, redact=redact) as git:
+    async with open_git(args, env=env, cwd=cwd, redact=redact, on_start=on_start) as git:
         async for chunk in git.stdout:
             out.extend(chunk)
     return bytes(out)

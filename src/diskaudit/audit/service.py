@@ -8,14 +8,16 @@ Where the deadline is born and enforced
     git statistics. Nothing here adds a timeout of its own.
 
 The clone limiter
-    One ``CapacityLimiter`` token is held from before the clone starts until the clone directory
-    is deleted, not merely until ``git clone`` returns: a clone being scanned still takes disk
-    and memory. Waiters are served first come, first served (anyio's limiter is FIFO).
+    A clone's slots (``Admission``: an ``anyio.CapacityLimiter`` whose total follows the
+    machine's available memory, plus a wait for the memory and disk reserves) are held from
+    before the clone starts until the clone directory is deleted, not merely until ``git clone``
+    returns: a clone being scanned still takes disk and memory. Waiters are served first come,
+    first served (anyio's limiter is FIFO). A repository audited before weighs by its last size.
 
 The cluster gate
-    Behind the daemon's own limiter, the audit passes the cluster-wide gate (``audit/gate.py``;
+    Behind the daemon's own admission, the audit passes the cluster-wide gate (``audit/gate.py``;
     ``cluster-max-concurrent-clones`` with a PostgreSQL job store), held just as long. The local
-    slot comes first, so a daemon never holds a cluster slot while it waits for its own.
+    slots come first, so a daemon never holds a cluster slot while it waits for its own.
 """
 
 from __future__ import annotations
@@ -27,13 +29,20 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 
-from diskaudit.audit.errors import CloneError, RefusedError, RepoTooLarge, classify_clone_failure
+from diskaudit.audit.admission import Admission, CloneSlots, Ticket, process_group_rss
+from diskaudit.audit.errors import (
+    CloneError,
+    RefusedError,
+    RepoTooLarge,
+    ResourceShortage,
+    classify_clone_failure,
+)
 from diskaudit.audit.gate import CloneGate, NoGate
 from diskaudit.audit.gitproc import GitError, hardened_env, open_git, redact_text, run_git
 from diskaudit.audit.model import AuditResult, DiskFigures
@@ -80,13 +89,7 @@ class AuditConfig:
         )
 
 
-@dataclass(frozen=True)
-class CloneSlots:
-    """The clone limiter's state (``CapacityLimiter.statistics()``), for metrics."""
-
-    total: int
-    in_use: int
-    waiting: int
+__all__ = ["AuditConfig", "AuditService", "CloneSlots", "disk_usage", "prepare_dirs"]
 
 
 def disk_usage(path: str) -> int:
@@ -125,22 +128,34 @@ def prepare_dirs(config: AuditConfig, *, sweep: bool) -> int:
     return len(leftovers)
 
 
+def _never_audited(url: str) -> int | None:
+    return None
+
+
 class AuditService:
+    """``admission``: an ``Admission`` (the daemon's, following the machine), or a plain
+    ``CapacityLimiter`` for a fixed number of slots. ``last_size(url)``: the repository's size
+    at its last audit, if any, which sets its weight in slots and the disk it waits for."""
+
     def __init__(
         self,
         config: AuditConfig,
         pool: ScanPool,
-        limiter: anyio.CapacityLimiter,
+        admission: Admission | anyio.CapacityLimiter,
         gate: CloneGate | None = None,
+        *,
+        last_size: Callable[[str], int | None] = _never_audited,
     ) -> None:
         self.config = config
         self.pool = pool
-        self.limiter = limiter
+        if isinstance(admission, anyio.CapacityLimiter):
+            admission = Admission.fixed(admission)
+        self.admission = admission
         self.gate: CloneGate = gate or NoGate()
+        self.last_size = last_size
 
     def slots(self) -> CloneSlots:
-        s = self.limiter.statistics()
-        return CloneSlots(int(s.total_tokens), s.borrowed_tokens, s.tasks_waiting)
+        return self.admission.slots()
 
     # -- the use case ------------------------------------------------------------------------
 
@@ -157,10 +172,12 @@ class AuditService:
             raise RefusedError(str(exc)) from None
         secrets, extra_env = self._credentials_for(repo)
         env = hardened_env(str(self.config.git_home), extra_env)
-        async with self.limiter, self.gate.slot():
+        size = self.last_size(repo.url)
+        weight = self.admission.weight_for(size)
+        async with self.admission.admit(weight, size or 0) as ticket, self.gate.slot():
             clone_dir = self.config.clones_dir / uuid.uuid4().hex
             try:
-                return await self._audit_clone(repo, ref, clone_dir, env, secrets)
+                return await self._audit_clone(repo, ref, clone_dir, env, secrets, ticket)
             finally:
                 # Shielded: a cancelled or timed-out audit must still leave no clone behind,
                 # and the slot is given back only after this.
@@ -174,9 +191,10 @@ class AuditService:
         clone_dir: Path,
         env: Mapping[str, str],
         secrets: list[str],
+        ticket: Ticket,
     ) -> AuditResult:
         t0 = time.monotonic()
-        await self._clone(repo, ref, clone_dir, env, secrets)
+        await self._clone(repo, ref, clone_dir, env, secrets, ticket)
         t1 = time.monotonic()
         disk = await self._disk_figures(clone_dir, env)
         t2 = time.monotonic()
@@ -240,12 +258,17 @@ class AuditService:
         clone_dir: Path,
         env: Mapping[str, str],
         secrets: list[str],
+        ticket: Ticket,
     ) -> None:
         too_large: list[int] = []
         refused: list[RepoTooLarge] = []
+        short: list[str] = []
+        groups: list[int] = []  # the process group of the git running now
         limit = self.config.max_repo_bytes
 
         async def watch(scope: anyio.CancelScope) -> None:
+            """Measure the clone's directory and its git processes' memory; stop the clone
+            past max-repo-bytes or when admission says the machine is running short."""
             while True:
                 started = time.monotonic()
                 size = await anyio.to_thread.run_sync(
@@ -255,12 +278,27 @@ class AuditService:
                     too_large.append(size)
                     scope.cancel()
                     return
+                rss = 0
+                if groups:
+                    rss = await anyio.to_thread.run_sync(
+                        process_group_rss, groups[-1], abandon_on_cancel=True
+                    )
+                reason = await self.admission.check(ticket, rss=rss, disk_bytes=size)
+                if reason is not None:
+                    short.append(reason)
+                    scope.cancel()
+                    return
                 await anyio.sleep(max(SIZE_WATCH_INTERVAL_S, 2 * (time.monotonic() - started)))
 
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(watch, tg.cancel_scope)
-                await run_git(self._clone_args(repo, ref, clone_dir), env=env, redact=secrets)
+                await run_git(
+                    self._clone_args(repo, ref, clone_dir),
+                    env=env,
+                    redact=secrets,
+                    on_start=groups.append,
+                )
                 # The checkout comes second, once we know what it would take: a "git bomb" (a
                 # few KB of objects, GBs of files) is refused before writing the files, rather
                 # than caught by the watcher hundreds of MB too late.
@@ -269,7 +307,12 @@ class AuditService:
                 except RepoTooLarge as exc:
                     refused.append(exc)
                 else:
-                    await run_git(["reset", "--hard", "--quiet"], env=env, cwd=str(clone_dir))
+                    await run_git(
+                        ["reset", "--hard", "--quiet"],
+                        env=env,
+                        cwd=str(clone_dir),
+                        on_start=groups.append,
+                    )
                 tg.cancel_scope.cancel()  # the clone is done: stop watching
         except* GitError as group:
             err = group.exceptions[0]
@@ -279,13 +322,19 @@ class AuditService:
                 f"git clone failed: {_last_lines(message)}",
                 transient=classify_clone_failure(message),
             ) from None
+        finally:
+            ticket.cloning = False
+        if short:
+            raise ResourceShortage(short[0])
         if refused:
+            self.admission.record_stop("max_repo_bytes")
             raise refused[0]
         if not too_large:
             size = await anyio.to_thread.run_sync(disk_usage, str(clone_dir))
             if size > limit:
                 too_large.append(size)
         if too_large:
+            self.admission.record_stop("max_repo_bytes")
             raise RepoTooLarge(
                 f"the clone grew past max-repo-bytes ({limit} bytes): {too_large[0]} bytes "
                 "when it was stopped"

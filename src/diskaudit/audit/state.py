@@ -39,6 +39,15 @@ class AuditState:
     def record_end(self, status: str) -> None:
         self.finished[status] += 1
 
+    def last_size(self, url: str) -> int | None:
+        """Disk the repository took (``.git`` plus checkout) at its latest successful audit,
+        or None if it has none: the clone admission weighs the next audit by it."""
+        latest = self.latest.get(url)
+        if latest is None:
+            return None
+        disk = latest[0].disk
+        return disk.git_dir_disk_bytes + disk.worktree_disk_bytes
+
     def forget(self, url: str) -> None:
         self.latest.pop(url, None)
 

@@ -11,6 +11,7 @@ from diskaudit.settings import Settings
 
 
 async def _audit(settings: Settings, url: str, ref: str | None) -> object:
+    from diskaudit.audit.admission import Admission
     from diskaudit.audit.service import AuditConfig, AuditService, prepare_dirs
     from diskaudit.scan.pool import open_scan_pool
 
@@ -19,8 +20,9 @@ async def _audit(settings: Settings, url: str, ref: str | None) -> object:
     # The job's one deadline is born here and reaches the clone slot, git and every walk.
     with anyio.fail_after(settings.job_timeout):
         async with open_scan_pool(settings.max_procs) as pool:
-            limiter = anyio.CapacityLimiter(settings.max_concurrent_clones)
-            return await AuditService(config, pool, limiter).audit(url, ref)
+            # The same admission as the daemon's: a one-shot audit also waits for the reserves.
+            admission = Admission.from_settings(settings)
+            return await AuditService(config, pool, admission).audit(url, ref)
 
 
 def run_audit(settings: Settings, url: str, ref: str | None, *, output_format: str) -> int:

@@ -1,5 +1,6 @@
-"""Repository audit metrics: the clone limiter, finished audits, and per repository the figures
-of its latest audit (``diskaudit_repo_*{repo}``). Read from memory; no I/O."""
+"""Repository audit metrics: the clone limiter and admission, finished audits, and per
+repository the figures of its latest audit (``diskaudit_repo_*{repo}``).
+Read from memory; no I/O."""
 
 from __future__ import annotations
 
@@ -24,11 +25,33 @@ _LATEST = "From the latest successful audit of the repository."
 def _families() -> dict[str, Metric]:
     repo = ["repo"]
     families: list[Metric] = [
-        GaugeMetricFamily("diskaudit_clone_slots", "Clones allowed on disk at once."),
+        GaugeMetricFamily(
+            "diskaudit_clone_slots",
+            "Clone slots now: max-concurrent-clones, fewer while memory is short (at least 1).",
+        ),
         GaugeMetricFamily(
             "diskaudit_clones_in_progress", "Clone slots taken (clone, scan or cleanup running)."
         ),
         GaugeMetricFamily("diskaudit_clones_waiting", "Audits waiting for a clone slot."),
+        GaugeMetricFamily(
+            "diskaudit_clone_admissions_waiting",
+            "Audits holding their slots but waiting for the memory or disk reserve.",
+        ),
+        GaugeMetricFamily(
+            "diskaudit_clone_memory_headroom_bytes",
+            "Available memory less clone-memory-reserve and the estimates running clones have "
+            "not taken yet (negative: under the reserve). From the latest reading.",
+        ),
+        GaugeMetricFamily(
+            "diskaudit_clone_disk_headroom_bytes",
+            "Free space in data-dir less clone-disk-reserve and the sizes running clones are "
+            "expected to reach (negative: under the reserve). From the latest reading.",
+        ),
+        CounterMetricFamily(
+            "diskaudit_clones_stopped",
+            "Clones stopped while running, by reason (memory, disk, max_repo_bytes).",
+            labels=["reason"],
+        ),
         CounterMetricFamily("diskaudit_audits", "Audits finished, by status.", labels=["status"]),
         HistogramMetricFamily(
             "diskaudit_clone_duration_seconds", "Duration of git clone in successful audits."
@@ -93,6 +116,15 @@ class AuditCollector(Collector):
         _gauge(f, "diskaudit_clone_slots", [], slots.total)
         _gauge(f, "diskaudit_clones_in_progress", [], slots.in_use)
         _gauge(f, "diskaudit_clones_waiting", [], slots.waiting)
+        _gauge(f, "diskaudit_clone_admissions_waiting", [], slots.waiting_for_resources)
+        if slots.memory_headroom is not None:
+            _gauge(f, "diskaudit_clone_memory_headroom_bytes", [], slots.memory_headroom)
+        if slots.disk_headroom is not None:
+            _gauge(f, "diskaudit_clone_disk_headroom_bytes", [], slots.disk_headroom)
+        stopped = f["diskaudit_clones_stopped"]
+        assert isinstance(stopped, CounterMetricFamily)
+        for reason, n in slots.stopped:
+            stopped.add_metric([reason], n)
         audits = f["diskaudit_audits"]
         assert isinstance(audits, CounterMetricFamily)
         for status, n in sorted(self._state.finished.items()):
