@@ -26,10 +26,12 @@ import pytest
 import yaml
 from prometheus_client.metrics_core import Metric
 
+from diskaudit.audit.gate import NoGate
 from diskaudit.audit.service import CloneSlots
 from diskaudit.audit.state import AuditState
 from diskaudit.jobs.background import QueueCounts
 from diskaudit.metrics.audit import AuditCollector
+from diskaudit.metrics.cluster import ClusterCollector
 from diskaudit.metrics.disk_usage import DiskUsageCollector, ScanPoolCollector
 from diskaudit.metrics.jobs import JobsCollector
 from tests.daemon import free_port
@@ -284,6 +286,7 @@ def exported_samples() -> set[str]:
         *ScanPoolCollector(lambda: pytest.fail("must not collect")).describe(),
         *AuditCollector(AuditState(), lambda: CloneSlots(0, 0, 0)).describe(),
         *JobsCollector(QueueCounts(), lambda: 0).describe(),
+        *ClusterCollector(NoGate()).describe(),
     ]
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
     return {f.name + s for f in families for s in suffixes.get(f.type, [""])}
