@@ -25,7 +25,14 @@ from contextlib import asynccontextmanager
 from typing import Any, Final, TypeVar
 
 from diskaudit.jobs.model import FINAL, Job, Status
-from diskaudit.jobs.store import DEFAULT_LEASE_S, JobStore, LeaseLost, Renewal, StoreError
+from diskaudit.jobs.store import (
+    DEFAULT_LEASE_S,
+    RECOVER_ERROR,
+    JobStore,
+    LeaseLost,
+    Renewal,
+    StoreError,
+)
 
 try:
     import psycopg
@@ -46,7 +53,6 @@ MIGRATION_LOCK: Final = 0x6469736B  # "disk"
 
 _STATUSES = ",".join(f"'{s.value}'" for s in Status)
 _ACTIVE = "('queued','running')"
-_RECOVER_ERROR = "the daemon stopped during the last allowed attempt"
 
 #: ``MIGRATIONS[n]`` takes the schema from version n to n + 1, in one transaction.
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
@@ -498,7 +504,7 @@ class PostgresJobStore(JobStore):
                         Status.FAILED,
                         now,
                         finished_at=now,
-                        error=_RECOVER_ERROR,
+                        error=RECOVER_ERROR,
                         lease_until=None,
                     )
                 else:

@@ -19,7 +19,14 @@ from typing import Any, Final, TypeVar
 import anyio
 
 from diskaudit.jobs.model import FINAL, Job, Status
-from diskaudit.jobs.store import DEFAULT_LEASE_S, JobStore, LeaseLost, Renewal, StoreError
+from diskaudit.jobs.store import (
+    DEFAULT_LEASE_S,
+    RECOVER_ERROR,
+    JobStore,
+    LeaseLost,
+    Renewal,
+    StoreError,
+)
 
 T = TypeVar("T")
 
@@ -69,8 +76,6 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "ALTER TABLE jobs ADD COLUMN lease_until REAL",
     ),
 )
-
-_RECOVER_ERROR = "the daemon stopped during the last allowed attempt"
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -448,7 +453,7 @@ class SQLiteJobStore(JobStore):
                         Status.FAILED,
                         now,
                         finished_at=now,
-                        error=_RECOVER_ERROR,
+                        error=RECOVER_ERROR,
                         lease_until=None,
                     )
                 else:

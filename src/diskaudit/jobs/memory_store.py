@@ -9,9 +9,14 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from diskaudit.jobs.model import FINAL, Job, Status
-from diskaudit.jobs.store import DEFAULT_LEASE_S, JobStore, LeaseLost, Renewal, StoreError
-
-_RECOVER_ERROR = "the daemon stopped during the last allowed attempt"
+from diskaudit.jobs.store import (
+    DEFAULT_LEASE_S,
+    RECOVER_ERROR,
+    JobStore,
+    LeaseLost,
+    Renewal,
+    StoreError,
+)
 
 
 class MemoryJobStore(JobStore):
@@ -167,7 +172,7 @@ class MemoryJobStore(JobStore):
         for job in stuck:
             if job.attempts >= max_attempts:
                 self._put(
-                    job, Status.FAILED, now, finished_at=now, error=_RECOVER_ERROR, lease_until=None
+                    job, Status.FAILED, now, finished_at=now, error=RECOVER_ERROR, lease_until=None
                 )
             else:
                 self._put(job, Status.QUEUED, now, not_before=now, lease_until=None)

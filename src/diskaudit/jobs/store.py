@@ -28,6 +28,8 @@ from diskaudit.jobs.model import Job, Status
 
 #: How long a claim lasts without renewal (``job-lease``).
 DEFAULT_LEASE_S = 60.0
+#: The error of a job ``recover`` fails: its daemon stopped during its last allowed attempt.
+RECOVER_ERROR = "the daemon stopped during the last allowed attempt"
 
 
 class StoreError(Exception):
