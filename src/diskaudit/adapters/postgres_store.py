@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, Final, TypeVar
 
-from diskaudit.jobs.model import FINAL, Job, Status
+from diskaudit.jobs.model import FINAL, Job, Status, job_from_row
 from diskaudit.jobs.store import (
     DEFAULT_LEASE_S,
     RECOVER_ERROR,
@@ -33,6 +33,7 @@ from diskaudit.jobs.store import (
     Renewal,
     StoreError,
 )
+from diskaudit.settings import redact_url
 
 try:
     import psycopg
@@ -114,38 +115,8 @@ def _need_driver() -> None:
         )
 
 
-def redact_dsn(dsn: str) -> str:
-    """The DSN without its password, for messages."""
-    try:
-        from urllib.parse import urlsplit, urlunsplit
-
-        parts = urlsplit(dsn)
-        if parts.password is None:
-            return dsn
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        return "postgresql://(unparsable)"
-
-
 def _job(row: dict[str, Any], history: list[tuple[Status, float]]) -> Job:
-    return Job(
-        id=row["id"],
-        url=row["url"],
-        ref=row["ref"],
-        status=Status(row["status"]),
-        attempts=row["attempts"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        not_before=row["not_before"],
-        error=row["error"],
-        result=row["result"],
-        cancel_requested=row["cancel_requested"],
-        history=tuple(history),
-        owner=row["owner"],
-        lease_until=row["lease_until"],
-    )
+    return job_from_row(row, history, result=row["result"])  # jsonb: decoded by psycopg
 
 
 async def _events(conn: Conn, ids: list[str]) -> dict[str, list[tuple[Status, float]]]:
@@ -268,7 +239,7 @@ class PostgresJobStore(JobStore):
                 await _migrate(conn)
         except psycopg.Error as e:
             await store.pool.close()
-            raise StoreError(f"the job store at {redact_dsn(dsn)} cannot be used: {e}") from e
+            raise StoreError(f"the job store at {redact_url(dsn)} cannot be used: {e}") from e
         except BaseException:
             await store.pool.close()
             raise

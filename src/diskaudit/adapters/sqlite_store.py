@@ -18,7 +18,7 @@ from typing import Any, Final, TypeVar
 
 import anyio
 
-from diskaudit.jobs.model import FINAL, Job, Status
+from diskaudit.jobs.model import FINAL, Job, Status, job_from_row
 from diskaudit.jobs.store import (
     DEFAULT_LEASE_S,
     RECOVER_ERROR,
@@ -139,23 +139,7 @@ def _events(conn: sqlite3.Connection, ids: Iterable[str]) -> dict[str, list[tupl
 
 def _job(row: sqlite3.Row, history: list[tuple[Status, float]]) -> Job:
     result: dict[str, Any] | None = None if row["result"] is None else json.loads(row["result"])
-    return Job(
-        id=row["id"],
-        url=row["url"],
-        ref=row["ref"],
-        status=Status(row["status"]),
-        attempts=row["attempts"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        not_before=row["not_before"],
-        error=row["error"],
-        result=result,
-        cancel_requested=bool(row["cancel_requested"]),
-        history=tuple(history),
-        owner=row["owner"],
-        lease_until=row["lease_until"],
-    )
+    return job_from_row(row, history, result=result)
 
 
 def _load(conn: sqlite3.Connection, job_id: str) -> Job | None:

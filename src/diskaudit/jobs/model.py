@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 
 class Status(StrEnum):
@@ -85,3 +85,33 @@ class Job:
             "owner": self.owner,
             "history": [{"status": s.value, "at": iso(t)} for s, t in self.history],
         }
+
+
+class Row(Protocol):
+    """A stored job row by column name (sqlite3.Row, a psycopg dict row)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def job_from_row(
+    row: Row, history: list[tuple[Status, float]], *, result: dict[str, Any] | None
+) -> Job:
+    """A ``Job`` from a row of the stores' ``jobs`` table (same columns in SQLite and
+    PostgreSQL); ``result`` already decoded, since each database stores JSON its own way."""
+    return Job(
+        id=row["id"],
+        url=row["url"],
+        ref=row["ref"],
+        status=Status(row["status"]),
+        attempts=row["attempts"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        not_before=row["not_before"],
+        error=row["error"],
+        result=result,
+        cancel_requested=bool(row["cancel_requested"]),
+        history=tuple(history),
+        owner=row["owner"],
+        lease_until=row["lease_until"],
+    )
